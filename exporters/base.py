@@ -1,0 +1,47 @@
+"""What a deployment target provides: compile an ONNX file into its own format, and open a session
+that runs it. Sessions take and return numpy arrays; profiling only needs `run`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class Session(Protocol):
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class Target:
+    name = "target"
+    files: tuple[str, ...] = ()
+
+    def block(self, precision: str) -> int:
+        """Channel multiple the runtime's kernels use; unaligned widths are padded back up."""
+        return 8
+
+    def compile(self, onnx_path: Path, out_dir: Path, precision: str) -> dict:
+        """Write this target's files for `onnx_path` into `out_dir`; returns facts for the manifest."""
+        raise NotImplementedError
+
+    def open(self, compiled_dir: Path, input_shape: tuple[int, ...], threads: int, precision: str = "fp32") -> Session:
+        raise NotImplementedError
+
+
+def default_threads() -> int:
+    """Every core this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def cpu_vector_block() -> int:
+    """oneDNN's channel block on this CPU: 16 with AVX-512, else 8 (nChw16c / nChw8c)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return 8
+    return 16 if " avx512f" in flags else 8

@@ -1,0 +1,53 @@
+"""ONNX Runtime on the CPU: the graph optimised once at the highest level and saved (ORT format),
+then sessions with a fixed thread count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from exporters.base import Target, cpu_vector_block
+from pipeline.core.errors import ConfigError
+
+MODEL_FILE = "model.ort"
+
+
+class OnnxRuntimeCpu(Target):
+    name = "cpu"
+    files = (MODEL_FILE,)
+
+    def block(self, precision: str) -> int:
+        return cpu_vector_block()
+
+    def compile(self, onnx_path: Path, out_dir: Path, precision: str) -> dict:
+        import onnxruntime as ort
+
+        if precision != "fp32":
+            raise ConfigError(f"the cpu target runs fp32 here; --precision {precision} is not supported on it")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.optimized_model_filepath = str(Path(out_dir) / MODEL_FILE)
+        options.add_session_config_entry("session.save_model_format", "ORT")
+        options.log_severity_level = 3
+        ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        return {"runtime": "onnxruntime", "version": ort.__version__, "optimization": "ORT_ENABLE_ALL", "precision": precision}
+
+    def open(self, compiled_dir: Path, input_shape: tuple[int, ...], threads: int, precision: str = "fp32"):
+        return _OrtSession(Path(compiled_dir) / MODEL_FILE, threads)
+
+
+class _OrtSession:
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: batch})[0]

@@ -1,0 +1,172 @@
+"""The `pipeline` command: run, one command per stage, list, report.
+
+Errors a user can cause print one line on stderr and exit non-zero; heavy libraries load only
+inside the commands that need them, so --help and list answer fast."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pipeline.core.errors import PipelineError
+
+STRICT_FAIL_EXIT = 3
+
+
+class CleanErrors(click.Group):
+    """Turns PipelineError into one line on stderr and exit code 2 (no traceback)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except PipelineError as err:
+            click.echo(f"Error: {err}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=CleanErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="structured-pruning-pipeline", prog_name="pipeline")
+def main():
+    """Prune a trained classifier, export it, compile it per target and measure the real speedup.
+
+    Stages: calibrate -> score -> prune -> [distill] -> export -> compile -> profile -> report."""
+
+
+def _shape(ctx, param, value):
+    if value is None:
+        return None
+    from pipeline.core.config import parse_shape
+
+    try:
+        return parse_shape(value)
+    except PipelineError as err:
+        raise click.BadParameter(str(err).split(": ", 1)[-1]) from None
+
+
+@main.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML recipe; flags override its keys.")
+@click.option("--model", help="torchvision:NAME | cifar:resnet56 | package.module:factory  [default: torchvision:resnet18]")
+@click.option("--weights", help="Checkpoint (.pt/.pth/.th state dict, or .safetensors); loaded with weights_only=True.")
+@click.option("--data", help="ImageFolder root with train/ and test/ (or val/); synthetic inputs without it.")
+@click.option("--input-shape", callback=_shape, help="N,C,H,W  [default: the model family's, batch 1]")
+@click.option("--scorer", help="Criterion (see `pipeline list`)  [default: l1]")
+@click.option("--ratio", type=float, help="Fraction of units removed per prunable group, in (0, 1)  [default: 0.5]")
+@click.option("--macs-reduction", type=float, help="Reach dense MACs / pruned MACs = X (within 5%) instead of a ratio.")
+@click.option("--round-to", type=int, help="Round kept widths to this multiple  [default: the targets' channel block]")
+@click.option("--keep-layers", multiple=True, help="Module-name pattern never pruned (repeatable), e.g. 'layer4.*'.")
+@click.option("--no-bn-recalibration", "no_bn", is_flag=True, default=None, help="Skip BatchNorm re-estimation after removal.")
+@click.option("--distill-epochs", type=int, help="Knowledge-distillation epochs after pruning  [default: 0]")
+@click.option("--distill-optimizer", type=click.Choice(["sgd", "adamw"]), help="[default: sgd]")
+@click.option("--distill-lr", type=float, help="[default: 0.01]")
+@click.option("--distill-temperature", type=float, help="[default: 4]")
+@click.option("--distill-alpha", type=float, help="Weight of the distillation term  [default: 0.9]")
+@click.option("--target", "targets", multiple=True, help="cpu | openvino (repeatable)  [default: cpu]")
+@click.option("--precision", help="fp32  [default: fp32]")
+@click.option("--batch-sizes", callback=_shape, help="Also profile these batch sizes, e.g. 1,8,32.")
+@click.option("--profile-seconds", type=float, help="Timed seconds per model and batch size  [default: 2]")
+@click.option("--threads", type=int, help="Runtime threads  [default: every core]")
+@click.option("--min-efficiency", type=float, help="Efficiency a pass needs  [default: 0.5]")
+@click.option("--out", help="Run directory  [default: runs/<model>-<scorer>-<budget>]")
+@click.option("--calib-samples", type=int, help="Calibration images  [default: 512]")
+@click.option("--eval-samples", type=int, help="Evaluation images  [default: the whole eval split]")
+@click.option("--batch-size", type=int, help="Batch size of calibration, evaluation and distillation  [default: 64]")
+@click.option("--seed", type=int, help="[default: 0]")
+@click.option("--until", type=click.Choice(["calibrate", "score", "prune", "distill", "export", "compile", "profile"]),
+              help="Stop after this stage.")
+@click.option("--force", is_flag=True, help="Re-run every stage, even those whose inputs did not change.")
+@click.option("--strict/--no-strict", default=None, help="Exit 3 when any target's verdict is fail.")
+def run(config_file, no_bn, until, force, **options):
+    """Run the whole pipeline (stages already done with the same inputs are skipped)."""
+    from pipeline.core.config import build_config
+    from pipeline.runner import run_pipeline
+
+    if no_bn:
+        options["bn_recalibration"] = False
+    options["targets"] = options["targets"] or None
+    options["keep_layers"] = options["keep_layers"] or None
+    cfg = build_config(config_file, **options)
+    run_dir = run_pipeline(cfg, force=force, until=until)
+    if until is None:
+        _summarise(run_dir, cfg.strict)
+
+
+def _summarise(run_dir, strict: bool) -> None:
+    import json
+
+    report = json.loads((run_dir / "report.json").read_text())
+    click.echo(f"report: {run_dir / 'report.md'}")
+    accuracy = report["pruned"]["accuracy"]
+    click.echo(f"MACs {report['dense']['macs'] / 1e6:.1f}M -> {report['pruned']['macs'] / 1e6:.1f}M "
+               f"({report['macs_ratio']:.2f}x)" + (f", accuracy {report['dense']['accuracy']:.4f} -> {accuracy:.4f}" if accuracy is not None else ""))
+    failed = []
+    for target, result in report["targets"].items():
+        click.echo(f"{target:9s} {result['dense_ms']['p50']:8.2f} ms -> {result['pruned_ms']['p50']:8.2f} ms  speedup "
+                   f"{result['speedup']:.2f}x [{result['speedup_ci'][0]:.2f}, {result['speedup_ci'][1]:.2f}]  "
+                   f"efficiency {result['efficiency']:.2f}  {result['verdict'].upper()}")
+        for reason in result["reasons"]:
+            click.echo(f"          - {reason}")
+        if result["verdict"] == "fail":
+            failed.append(target)
+    if strict and failed:
+        click.echo(f"Error: verdict fail on {', '.join(failed)} (--strict)", err=True)
+        sys.exit(STRICT_FAIL_EXIT)
+
+
+def _stage_command(name: str, per_target: bool):
+    @click.argument("run_dir", type=click.Path(file_okay=False))
+    @click.option("--force", is_flag=True, help="Re-run even when the inputs did not change.")
+    def command(run_dir, force, target=None):
+        from pathlib import Path
+
+        from pipeline.runner import load_run_config, run_stage
+
+        cfg = load_run_config(Path(run_dir))
+        if target is not None and target not in cfg.targets:
+            cfg = cfg.replace(targets=(*cfg.targets, target))
+        run_stage(cfg, Path(run_dir), name, target, force)
+
+    command.__doc__ = f"Run the {name} stage on an existing run directory."
+    if per_target:
+        command = click.option("--target", help="Only this target  [default: the run's targets]")(command)
+    return main.command(name)(command)
+
+
+for _name, _per_target in (("calibrate", False), ("score", False), ("prune", False), ("distill", False),
+                           ("export", False), ("compile", True), ("profile", True)):
+    _stage_command(_name, _per_target)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+def report(run_dir):
+    """Rebuild report.json, report.md and plots of a run directory and print the tables."""
+    from pathlib import Path
+
+    from pipeline.runner import load_run_config, run_stage
+
+    cfg = load_run_config(Path(run_dir))
+    run_stage(cfg, Path(run_dir), "report", force=True)
+    click.echo((Path(run_dir) / "report.md").read_text())
+
+
+@main.command("list")
+def list_plugins():
+    """Scorers, targets and model families, and why any of them cannot load here."""
+    from exporters import TARGETS
+    from pipeline.model_specs import FAMILIES
+    from pipeline.scorers import SCORERS
+
+    for title, registry in (("scorers", SCORERS), ("targets", TARGETS)):
+        click.echo(f"{title}:")
+        for name in registry.names():
+            reason = registry.unavailable_reason(name)
+            status = f"  [unavailable: {reason}]" if reason else ""
+            click.echo(f"  {name:12s} {registry.entry(name).summary}{status}")
+    click.echo("model families:")
+    for name, summary in FAMILIES.items():
+        click.echo(f"  {name:12s} {summary}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""The run configuration: one frozen dataclass, loaded from YAML and overridden by flags.
+
+Unknown keys and out-of-range values are errors with a one-line message."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.errors import ConfigError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+OPTIMIZERS = ("sgd", "adamw")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # what to prune
+    model: str = "torchvision:resnet18"
+    weights: str | None = None
+    data: str | None = None
+    input_shape: tuple[int, ...] | None = None  # N,C,H,W; None: the model family's default
+    # how much and by which criterion
+    scorer: str = "l1"
+    ratio: float | None = None  # fraction of units removed per group; default 0.5 without a MACs target
+    macs_reduction: float | None = None  # dense MACs / pruned MACs to reach, within 5%
+    round_to: int | None = None  # None: the targets' channel block (design.md)
+    keep_layers: tuple[str, ...] = ()  # module-name patterns never pruned, besides stem and classifier
+    max_unit_ratio: float = 0.9  # no group loses more than this fraction of its units
+    bn_recalibration: bool = True
+    # recovery
+    distill_epochs: int = 0
+    distill_temperature: float = 4.0
+    distill_alpha: float = 0.9  # weight of the distillation loss; 1 - alpha on the labels
+    distill_optimizer: str = "sgd"
+    distill_lr: float = 0.01
+    distill_samples: int | None = None  # training images per epoch; None: the whole train split
+    # deployment
+    targets: tuple[str, ...] = ("cpu",)
+    precision: str = "fp32"
+    batch_sizes: tuple[int, ...] = ()  # extra batch sizes to profile
+    profile_seconds: float = 2.0  # timed seconds per model and batch size
+    profile_trials: int = 10  # interleaved dense/pruned trials
+    threads: int | None = None  # None: every core
+    min_efficiency: float = 0.5
+    strict: bool = False
+    # data and bookkeeping
+    calib_samples: int = 512
+    eval_samples: int | None = None
+    batch_size: int = 64
+    workers: int = 0
+    seed: int = 0
+    out: str | None = None
+    name: str | None = None
+
+    def __post_init__(self):
+        validate(self)
+
+    @property
+    def effective_ratio(self) -> float:
+        return 0.5 if self.ratio is None and self.macs_reduction is None else (self.ratio or 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def replace(self, **changes) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def validate(cfg: RunConfig) -> None:
+    if cfg.ratio is not None and cfg.macs_reduction is not None:
+        raise ConfigError("give either --ratio or --macs-reduction, not both")
+    if cfg.ratio is not None and not 0.0 < cfg.ratio < 1.0:
+        raise ConfigError(f"--ratio must be in (0, 1), got {cfg.ratio}")
+    if cfg.macs_reduction is not None and cfg.macs_reduction <= 1.0:
+        raise ConfigError(f"--macs-reduction must be > 1 (dense MACs / pruned MACs), got {cfg.macs_reduction}")
+    if cfg.input_shape is not None and (len(cfg.input_shape) != 4 or min(cfg.input_shape) < 1):
+        raise ConfigError(f"--input-shape must be N,C,H,W with positive sizes, got {','.join(map(str, cfg.input_shape))}")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision '{cfg.precision}'; valid: {', '.join(PRECISIONS)}")
+    if cfg.distill_optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer '{cfg.distill_optimizer}'; valid: {', '.join(OPTIMIZERS)}")
+    if cfg.round_to is not None and cfg.round_to < 1:
+        raise ConfigError(f"--round-to must be >= 1, got {cfg.round_to}")
+    if not 0.0 < cfg.max_unit_ratio < 1.0:
+        raise ConfigError(f"max_unit_ratio must be in (0, 1), got {cfg.max_unit_ratio}")
+    positive = ("calib_samples", "batch_size", "profile_trials")
+    for name in positive:
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.eval_samples is not None and cfg.eval_samples < 1:
+        raise ConfigError(f"--eval-samples must be >= 1, got {cfg.eval_samples}")
+    if cfg.distill_epochs < 0:
+        raise ConfigError(f"--distill-epochs must be >= 0, got {cfg.distill_epochs}")
+    if any(b < 1 for b in cfg.batch_sizes):
+        raise ConfigError("--batch-sizes must be positive integers")
+    if not cfg.targets:
+        raise ConfigError("give at least one --target")
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in str(text).replace("x", ",").split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"--input-shape must be N,C,H,W integers, got '{text}'") from None
+
+
+_TUPLES = {"input_shape", "keep_layers", "targets", "batch_sizes"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name in _TUPLES and value is not None:
+        if name == "input_shape" and isinstance(value, str):
+            return parse_shape(value)
+        if name == "batch_sizes" and isinstance(value, str):
+            return parse_shape(value)
+        if isinstance(value, str):
+            value = [value]
+        return tuple(value)
+    return value
+
+
+def build_config(file: str | Path | None = None, **overrides: Any) -> RunConfig:
+    """YAML file values, then overrides that are not None; unknown keys are errors."""
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    values: dict[str, Any] = {}
+    if file is not None:
+        values.update(load_yaml(file))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key(s): {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+    try:
+        return RunConfig(**{k: _coerce(k, v) for k, v in values.items()})
+    except TypeError as err:
+        raise ConfigError(f"bad config value: {err}") from None
+
+
+def load_yaml(file: str | Path) -> dict[str, Any]:
+    import yaml
+
+    path = Path(file)
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+    return {str(k).replace("-", "_"): v for k, v in loaded.items()}

@@ -1,0 +1,100 @@
+"""Multiply-accumulate counts: measured by hooks on a model, and estimated for a candidate removal
+(so the budget search never has to prune a copy per step)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from pipeline.attention import HeadAttention
+from pipeline.surgery import UnitGroup
+
+
+def per_module_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """MACs of each conv, linear and attention product for one sample (batch 1)."""
+    macs: dict[str, int] = {}
+    handles = []
+
+    def conv_hook(name):
+        def hook(module: nn.Conv2d, inputs, output):
+            per_output = (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
+            macs[name] = macs.get(name, 0) + output[0].numel() * per_output
+        return hook
+
+    def linear_hook(name):
+        def hook(module: nn.Linear, inputs, output):
+            macs[name] = macs.get(name, 0) + output[0].numel() * module.in_features
+        return hook
+
+    def attention_hook(name):
+        def hook(module: HeadAttention, inputs, output):
+            tokens = inputs[0].shape[1]
+            macs[name] = macs.get(name, 0) + 2 * module.num_heads * tokens * tokens * module.head_dim
+        return hook
+
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            handles.append(module.register_forward_hook(conv_hook(name)))
+        elif isinstance(module, nn.Linear):
+            handles.append(module.register_forward_hook(linear_hook(name)))
+        elif isinstance(module, HeadAttention):
+            handles.append(module.register_forward_hook(attention_hook(name)))
+    try:
+        with torch.no_grad():
+            model(example[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return macs
+
+
+def count(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
+    """(MACs for one sample, parameter count)."""
+    return sum(per_module_macs(model, example).values()), sum(p.numel() for p in model.parameters())
+
+
+@dataclass
+class _Term:
+    macs: int
+    out_group: str | None  # the group whose kept fraction scales this layer's outputs
+    in_groups: list[tuple[str, float]]  # (group, input channels per unit) scaling its inputs
+    in_total: int
+
+
+class MacsEstimator:
+    """dense MACs and the MACs left for any kept-unit counts, from the group structure."""
+
+    def __init__(self, model: nn.Module, example: torch.Tensor, groups: list[UnitGroup]):
+        self.sizes = {g.name: g.size for g in groups}
+        macs = per_module_macs(model, example)
+        self.dense = sum(macs.values())
+        self.terms: list[_Term] = []
+        for name, value in macs.items():
+            module = model.get_submodule(name)
+            out_group, in_groups = None, []
+            for group in groups:
+                if name in group.producers or (group.kind == "head" and name == group.name):
+                    out_group = group.name
+                for consumer in group.consumers:
+                    if consumer.module == name and consumer.depthwise:
+                        out_group = group.name
+                    elif consumer.module == name:
+                        in_groups.append((group.name, len(consumer.channels) / group.size))
+            in_total = getattr(module, "in_channels", None) or getattr(module, "in_features", 1)
+            self.terms.append(_Term(value, out_group, in_groups, in_total))
+
+    def estimate(self, kept: dict[str, int]) -> int:
+        total = 0.0
+        for term in self.terms:
+            factor = 1.0
+            if term.out_group is not None:
+                factor *= kept.get(term.out_group, self.sizes[term.out_group]) / self.sizes[term.out_group]
+            removed_inputs = sum(
+                (self.sizes[g] - kept.get(g, self.sizes[g])) * per_unit for g, per_unit in term.in_groups
+            )
+            if term.in_groups:
+                factor *= max(0.0, 1.0 - removed_inputs / term.in_total)
+            total += term.macs * factor
+        return int(round(total))

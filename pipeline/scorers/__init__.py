@@ -1,0 +1,12 @@
+"""Scorer registry: one line per criterion. A scorer gives one score per unit of each group;
+higher means more important (kept first)."""
+
+from pipeline.core.registry import Entry, Registry
+
+SCORERS = Registry("scorer", [
+    Entry("l1", "pipeline.scorers.magnitude:L1Scorer", "L1 norm of each unit's weights, averaged over its coupled layers (Li et al. 2017)"),
+    Entry("l2", "pipeline.scorers.magnitude:L2Scorer", "L2 norm of each unit's weights, averaged over its coupled layers"),
+    Entry("random", "pipeline.scorers.random:RandomScorer", "seeded random scores: the floor every criterion must beat"),
+    Entry("bn-scale", "pipeline.scorers.bn_scale:BNScaleScorer", "|gamma| of the BatchNorm after each channel (network slimming, Liu et al. 2017)"),
+    Entry("taylor", "pipeline.scorers.taylor:TaylorScorer", "first-order Taylor |w * dL/dw| per unit from calibration gradients (Molchanov et al. 2019)"),
+])

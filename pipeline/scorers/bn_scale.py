@@ -1,0 +1,24 @@
+"""Network slimming's criterion: |gamma| of the BatchNorm that normalises each channel. Groups with
+no BatchNorm (MLP neurons, attention heads) fall back to L1 and say so."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from pipeline.scorers.base import Scorer, ScoreContext, per_unit_from_params
+from pipeline.surgery import UnitGroup
+
+
+class BNScaleScorer(Scorer):
+    def score_group(self, group: UnitGroup, ctx: ScoreContext) -> torch.Tensor:
+        gammas = [p for p in group.params if p.param == "weight"
+                  and isinstance(ctx.model.get_submodule(p.module), nn.modules.batchnorm._BatchNorm)]
+        if not gammas:
+            ctx.notes.append(f"bn-scale: {group.name} has no BatchNorm, scored by L1 instead")
+            return per_unit_from_params(ctx.model, group, torch.abs)
+        scores = torch.zeros(group.size, dtype=torch.float64)
+        for piece in gammas:
+            gamma = ctx.model.get_submodule(piece.module).weight.detach().double().abs()
+            scores.index_add_(0, torch.tensor(piece.units), gamma[piece.positions])
+        return scores / len(gammas)

@@ -1,0 +1,22 @@
+"""First-order Taylor importance (Molchanov et al. 2019): |w * mean dL/dw| summed over each unit's
+weights, averaged over the group's coupled layers. Gradients come from calibration batches."""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.calibration import WEIGHT_GRADS
+from pipeline.scorers.base import Scorer, ScoreContext, per_unit_from_params
+from pipeline.surgery import UnitGroup
+
+
+class TaylorScorer(Scorer):
+    needs = (WEIGHT_GRADS,)
+
+    def score_group(self, group: UnitGroup, ctx: ScoreContext) -> torch.Tensor:
+        products = {}
+        for piece in group.params:
+            name = f"{piece.module}.{piece.param}"
+            weight = getattr(ctx.model.get_submodule(piece.module), piece.param).detach().double()
+            products[name] = weight * ctx.stats[f"{WEIGHT_GRADS}/{name}"]
+        return per_unit_from_params(ctx.model, group, torch.abs, tensors=products)

@@ -1,0 +1,27 @@
+"""The stages, in order. Each is `run(ctx)` in its own module; only the runner knows the order."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    path: str  # "module:function"
+    config_keys: tuple[str, ...]  # the RunConfig fields its output depends on
+    per_target: bool = False
+
+
+STAGES = (
+    StageSpec("calibrate", "pipeline.stages.calibrate:run",
+              ("model", "weights", "data", "input_shape", "keep_layers", "calib_samples", "eval_samples", "batch_size", "seed")),
+    StageSpec("score", "pipeline.stages.score:run", ("scorer", "seed")),
+    StageSpec("prune", "pipeline.stages.prune:run",
+              ("ratio", "macs_reduction", "round_to", "max_unit_ratio", "bn_recalibration", "targets", "precision")),
+    StageSpec("distill", "pipeline.stages.distill:run",
+              ("distill_epochs", "distill_temperature", "distill_alpha", "distill_optimizer", "distill_lr", "distill_samples")),
+    StageSpec("export", "pipeline.stages.export:run", ()),
+    StageSpec("compile", "pipeline.stages.compile:run", ("precision",), per_target=True),
+    StageSpec("profile", "pipeline.stages.profile:run",
+              ("batch_sizes", "profile_seconds", "profile_trials", "threads"), per_target=True),
+    StageSpec("report", "pipeline.stages.report:run", ("min_efficiency",)),
+)

@@ -1,0 +1,44 @@
+"""calibrate: find the unit groups of the dense model and collect the statistics the scorer (and
+compensation) declared they need, on class-stratified calibration data."""
+
+from __future__ import annotations
+
+from safetensors.torch import save_file
+
+from pipeline import calibration, surgery
+from pipeline.core.artifacts import write_json
+from pipeline.core.log import info, progress
+from pipeline.data import accuracy, calibration_loader, eval_loader
+from pipeline.scorers import SCORERS
+from pipeline.stages.common import StageContext, data_spec, dense_model, example_input
+
+
+def needs_of(cfg) -> tuple[str, ...]:
+    return tuple(sorted(set(SCORERS.load(cfg.scorer).needs)))
+
+
+def run(ctx: StageContext) -> None:
+    cfg = ctx.cfg
+    model = dense_model(cfg)
+    analysis = surgery.analyse(model, example_input(cfg), cfg.keep_layers)
+    if not analysis.groups:
+        info("calibrate: no prunable unit group found; " + "; ".join(analysis.notes[:3]))
+    write_json(ctx.out / "groups.json", {
+        "stem": analysis.stem, "classifier": analysis.classifier, "notes": analysis.notes,
+        "groups": [g.to_dict() for g in analysis.groups],
+    })
+    for note in analysis.notes:
+        info(f"calibrate: {note}")
+    spec = data_spec(cfg)
+    needs = needs_of(cfg)
+    consumers = sorted({c.module for g in analysis.groups for c in g.consumers})
+    stats = {}
+    if needs:
+        loader = calibration_loader(spec, cfg.calib_samples, cfg.batch_size, cfg.seed, workers=cfg.workers)
+        with progress(cfg.calib_samples, "calibrate", "img") as bar:
+            stats = calibration.collect(model, loader, consumers, needs, progress=bar.update)
+    save_file({k: v.contiguous() for k, v in stats.items()}, str(ctx.out / "stats.safetensors"))
+    dense_accuracy = accuracy(model, eval_loader(spec, cfg.eval_samples, cfg.batch_size, cfg.seed, cfg.workers))
+    write_json(ctx.out / "accuracy.json", {"dense": dense_accuracy})
+    if dense_accuracy is not None:
+        info(f"calibrate: dense accuracy {dense_accuracy:.4f}")

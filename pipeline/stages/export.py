@@ -1,0 +1,57 @@
+"""export: dense and pruned models to ONNX (opset 17, dynamic batch), checked, cleaned, with a check
+that the pruned graph really shrank and ONNX Runtime parity against PyTorch in parity.json."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from exporters import onnx as onnx_export
+from pipeline.core.artifacts import write_json
+from pipeline.core.errors import PipelineError
+from pipeline.core.log import info
+from pipeline.data import calibration_loader
+from pipeline.stages.common import StageContext, data_spec, dense_model, example_input, final_model_dir, input_shape, pruned_model
+
+PARITY_SAMPLES = 16
+
+
+def reference_inputs(cfg, count: int) -> torch.Tensor:
+    batches = [x for x, _ in calibration_loader(data_spec(cfg), count, count, cfg.seed + 101)]
+    return torch.cat(batches)[:count]
+
+
+def check_shrunk(dense_path, pruned_path, pruned: torch.nn.Module) -> dict:
+    dense_weights, pruned_weights = onnx_export.weight_elements(dense_path), onnx_export.weight_elements(pruned_path)
+    expected_channels = sum(m.out_channels for m in pruned.modules() if isinstance(m, torch.nn.Conv2d))
+    found_channels = onnx_export.conv_output_channels(pruned_path)
+    if expected_channels and found_channels != expected_channels:
+        raise PipelineError(f"pruned.onnx has {found_channels} conv output channels, the pruned model {expected_channels}: the export did not keep the removal")
+    return {"dense_weight_elements": dense_weights, "pruned_weight_elements": pruned_weights,
+            "pruned_conv_channels": found_channels, "weights_ratio": dense_weights / max(pruned_weights, 1)}
+
+
+def run(ctx: StageContext) -> None:
+    cfg = ctx.cfg
+    example = example_input(cfg)
+    dense = dense_model(cfg)
+    source = final_model_dir(ctx.run_dir)
+    pruned = pruned_model(cfg, source, ctx.stage_dir("prune"))
+    dense_path, pruned_path = ctx.out / "dense.onnx", ctx.out / "pruned.onnx"
+    onnx_export.export(dense, example, dense_path)
+    onnx_export.export(pruned, example, pruned_path)
+    shrink = check_shrunk(dense_path, pruned_path, pruned)
+    if shrink["pruned_weight_elements"] >= shrink["dense_weight_elements"]:
+        raise PipelineError("pruned.onnx is not smaller than dense.onnx: nothing was removed (raise --ratio?)")
+    inputs = reference_inputs(cfg, PARITY_SAMPLES)
+    parity = {"dense": onnx_export.parity(dense, dense_path, inputs), "pruned": onnx_export.parity(pruned, pruned_path, inputs)}
+    for name, result in parity.items():
+        if result["max_abs"] > 1e-3 * max(1.0, result["reference_max_abs"]):
+            raise PipelineError(f"{name}.onnx differs from PyTorch by {result['max_abs']:.2e} (max abs): the export is wrong")
+    write_json(ctx.out / "parity.json", {**parity, "shrink": shrink, "source": source.name})
+    # Reference outputs at the profiled batch size, for each target's own parity check.
+    batch = input_shape(cfg)[0]
+    feed = reference_inputs(cfg, batch) if batch <= 256 else example.repeat(batch, 1, 1, 1)
+    with torch.no_grad():
+        np.savez(ctx.out / "reference.npz", input=feed.numpy(), dense=dense(feed).numpy(), pruned=pruned(feed).numpy())
+    info(f"export: weights {shrink['weights_ratio']:.2f}x smaller, parity max abs {parity['pruned']['max_abs']:.1e}")

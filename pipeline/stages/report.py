@@ -1,0 +1,126 @@
+"""report: report.json (the contract in design.md), report.md and plots, from the stage artifacts."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from exporters import TARGETS
+from pipeline import plots
+from pipeline.core.artifacts import read_json, read_manifest, write_json
+from pipeline.stages.common import StageContext, final_model_dir
+from profiles import stats
+from profiles.verdict import Evidence, judge, realisation_efficiency
+
+REPORT_JSON, REPORT_MD = "report.json", "report.md"
+
+
+def _final_accuracy(run_dir: Path, one_shot):
+    history = run_dir / "distill" / "history.csv"
+    if final_model_dir(run_dir).name == "distill" and history.is_file():
+        rows = list(csv.DictReader(history.open()))
+        if rows and rows[-1]["accuracy"] not in ("", "None"):
+            return float(rows[-1]["accuracy"])
+    return one_shot
+
+
+def _misaligned(plan: dict, block: int) -> list[str]:
+    return [f"{g['name']}: {g['kept']} {g['kind']}s" for g in plan["groups"]
+            if g["kind"] != "head" and g["kept"] < g["size"] and g["kept"] % block]
+
+
+def target_result(target: str, latency: dict, plan: dict, metrics: dict, cfg) -> dict:
+    macs_ratio = metrics["macs_ratio"]
+    batches = latency["batches"]
+    main = str(plan["input_shape"][0])
+    efficiency_by_batch = {int(b): realisation_efficiency(r["speedup"], macs_ratio) for b, r in batches.items()}
+    block = TARGETS.load(target)().block(cfg.precision)
+
+    def figures(batch: str) -> dict:
+        r = batches[batch]
+        evidence = Evidence(
+            speedup=r["speedup"], speedup_ci=tuple(r["speedup_ci"]), macs_ratio=macs_ratio, batch=int(batch),
+            dense_cov=r["dense_ms"]["cov"], pruned_cov=r["pruned_ms"]["cov"], pruned_ms=r["pruned_ms"]["p50"],
+            fixed_ms=stats.fixed_cost_ms(r["dense_ms"]["p50"], r["pruned_ms"]["p50"], metrics["dense"]["macs"], metrics["pruned"]["macs"]),
+            misaligned=_misaligned(plan, block), block=block,
+            by_batch_efficiency=efficiency_by_batch if len(batches) > 1 else None,
+        )
+        verdict, reasons = judge(evidence, cfg.min_efficiency)
+        return {
+            "dense_ms": {k: r["dense_ms"][k] for k in ("p50", "p90", "p99")},
+            "pruned_ms": {k: r["pruned_ms"][k] for k in ("p50", "p90", "p99")},
+            "speedup": r["speedup"], "speedup_ci": r["speedup_ci"], "macs_ratio": macs_ratio,
+            "efficiency": realisation_efficiency(r["speedup"], macs_ratio),
+            "parity_max_abs": latency.get("parity", {}).get("pruned_max_abs"),
+            "verdict": verdict, "reasons": reasons,
+        }
+
+    result = figures(main)
+    result["threads"], result["precision"] = latency["threads"], latency["precision"]
+    if len(batches) > 1:
+        result["by_batch"] = {b: figures(b) for b in batches}
+    return result
+
+
+def build_report(run_dir: Path, cfg) -> dict:
+    plan = read_json(run_dir / "prune" / "plan.json")
+    metrics = read_json(run_dir / "prune" / "metrics.json")
+    dense_accuracy = read_json(run_dir / "calibrate" / "accuracy.json")["dense"]
+    one_shot = metrics["pruned"]["accuracy_one_shot"]
+    report = {
+        "model": plan["model"], "scorer": plan["scorer"], "ratio": plan["ratio"], "input_shape": plan["input_shape"],
+        "dense": {**metrics["dense"], "accuracy": dense_accuracy},
+        "pruned": {"macs": metrics["pruned"]["macs"], "params": metrics["pruned"]["params"],
+                   "accuracy": _final_accuracy(run_dir, one_shot), "accuracy_one_shot": one_shot},
+        "macs_ratio": metrics["macs_ratio"], "macs_reduction_target": plan["macs_reduction_target"],
+        "round_to": plan["round_to"], "distill_epochs": cfg.distill_epochs, "weights": plan["weights"], "data": cfg.data,
+        "targets": {},
+        "layers": [{"name": g["name"], "kind": g["kind"], "size": g["size"], "kept": g["kept"]} for g in plan["groups"]],
+        "notes": plan["notes"],
+    }
+    for target in cfg.targets:
+        latency_path = run_dir / "profile" / target / "latency.json"
+        if read_manifest(latency_path.parent) is not None:
+            report["targets"][target] = target_result(target, read_json(latency_path), plan, metrics, cfg)
+    return report
+
+
+def _fmt(value, spec=".4f"):
+    return "n/a" if value is None else format(value, spec)
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Pruning report: {report['model']}", "",
+             f"Scorer `{report['scorer']}`, ratio {report['ratio']:.3f}, input {'x'.join(map(str, report['input_shape']))}, "
+             f"channels rounded to {report['round_to']}, distillation epochs {report['distill_epochs']}.", "",
+             "| | MACs | params | accuracy |", "|---|---:|---:|---:|"]
+    for name in ("dense", "pruned"):
+        part = report[name]
+        lines.append(f"| {name} | {part['macs'] / 1e6:.1f} M | {part['params'] / 1e6:.3f} M | {_fmt(part['accuracy'])} |")
+    lines += ["", f"MACs ratio (dense / pruned): **{report['macs_ratio']:.2f}x**; one-shot accuracy {_fmt(report['pruned']['accuracy_one_shot'])}.", ""]
+    lines += ["## Latency per target", "", "| target | batch | dense p50 ms | pruned p50 ms | speedup [95% CI] | efficiency | verdict |",
+              "|---|---:|---:|---:|---:|---:|---|"]
+    for target, result in report["targets"].items():
+        for batch, r in (result.get("by_batch") or {str(report["input_shape"][0]): result}).items():
+            lines.append(f"| {target} | {batch} | {r['dense_ms']['p50']:.3f} | {r['pruned_ms']['p50']:.3f} | "
+                         f"{r['speedup']:.2f}x [{r['speedup_ci'][0]:.2f}, {r['speedup_ci'][1]:.2f}] | {r['efficiency']:.2f} | {r['verdict']} |")
+    for target, result in report["targets"].items():
+        if result["reasons"]:
+            lines += ["", f"**{target}** ({result['verdict']}):"] + [f"- {reason}" for reason in result["reasons"]]
+    lines += ["", "## Kept units per layer", "", "| layer | kind | kept / dense |", "|---|---|---:|"]
+    lines += [f"| {l['name']} | {l['kind']} | {l['kept']} / {l['size']} |" for l in report["layers"]]
+    if report["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
+    lines += ["", "![latency](plots/latency.png)", "", "![kept units](plots/kept_units.png)", ""]
+    return "\n".join(lines)
+
+
+def run(ctx: StageContext) -> None:
+    report = build_report(ctx.run_dir, ctx.cfg)
+    write_json(ctx.out / REPORT_JSON, report)
+    (ctx.out / REPORT_MD).write_text(markdown(report))
+    (ctx.out / "plots").mkdir()
+    if report["targets"]:
+        plots.latency_plot(report, ctx.out / "plots" / "latency.png")
+    plots.kept_units_plot(report["layers"], ctx.out / "plots" / "kept_units.png",
+                          f"{report['model']}: units kept per layer ({report['macs_ratio']:.2f}x fewer MACs)")
