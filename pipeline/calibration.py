@@ -143,7 +143,8 @@ def collect(model: nn.Module, batches, consumers: list[str], needs: tuple[str, .
     if unknown:
         raise ValueError(f"unknown calibration needs: {sorted(unknown)}")
     collectors = [COLLECTORS[n](consumers) for n in needs if n in COLLECTORS]
-    backward = WEIGHT_GRADS in needs or any(c.needs_grad for c in collectors)
+    input_grads = any(c.needs_grad for c in collectors)
+    backward = WEIGHT_GRADS in needs or input_grads
     model.eval()
     current_labels: list[torch.Tensor] = []
     active = [False]  # hooks stay silent during the forward pass that makes pseudo-labels
@@ -156,8 +157,11 @@ def collect(model: nn.Module, batches, consumers: list[str], needs: tuple[str, .
             x = inputs[0]
             for collector in collectors:
                 collector.on_input(name, x, current_labels[0])
-            if backward and x.requires_grad:
-                x.register_hook(lambda grad: [c.on_input_grad(name, x, grad) for c in collectors] and None)
+            if input_grads and x.requires_grad:
+                def on_grad(grad, x=x):
+                    for collector in collectors:
+                        collector.on_input_grad(name, x, grad)
+                x.register_hook(on_grad)
         return hook
 
     for name in consumers:

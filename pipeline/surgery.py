@@ -184,7 +184,7 @@ def _convert_group(graph, group) -> tuple[UnitGroup | None, str | None]:
         if isinstance(module, nn.Conv2d) and 1 < module.groups and not (module.groups == module.in_channels == module.out_channels):
             return None, f"{root}: coupled with grouped conv {name} (groups={module.groups}), kept whole"
         if isinstance(module, HeadAttention):
-            return None, f"{root}: coupled with the residual width of attention {name}, kept whole"
+            return None, f"{root}: the residual width, which attention {name} reads and writes, kept whole"
         depthwise = isinstance(module, nn.Conv2d) and module.groups > 1
         if is_out and isinstance(module, (nn.Conv2d, nn.Linear)) and name not in producers and not depthwise:
             producers.append(name)
@@ -240,8 +240,11 @@ def analyse(model: nn.Module, example: torch.Tensor, keep_patterns: tuple[str, .
     groups = []
     for unit_group in candidates:
         blocked = sorted(set(unit_group.producers) & kept_whole)
+        if unit_group.producers == [classifier]:
+            continue  # the class outputs are never pruned
         if blocked:
-            notes.append(f"{unit_group.name}: coupled with {', '.join(blocked)} (stem, classifier or --keep-layers), kept whole")
+            role = "the stem" if stem in blocked else ("--keep-layers " + ", ".join(blocked))
+            notes.append(f"{unit_group.name}: coupled with {role} ({', '.join(unit_group.producers[:4])}{', ...' if len(unit_group.producers) > 4 else ''}), kept whole")
         else:
             groups.append(unit_group)
     for name, module in model.named_modules():
@@ -280,17 +283,16 @@ def _trial_units(group: UnitGroup) -> list[int]:
 
 def _removal_is_exact(model: nn.Module, example: torch.Tensor, groups: list[UnitGroup], trial: list[UnitGroup]) -> bool:
     probe = copy.deepcopy(model).eval()
-    with torch.no_grad():
-        for group in trial:
-            units = set(_trial_units(group))
-            for consumer in group.consumers:
-                if consumer.depthwise:
-                    continue
-                weight = probe.get_submodule(consumer.module).weight
-                cut = [c for c, u in zip(consumer.channels, consumer.units) if u in units]
-                weight[:, cut] = 0.0
-        reference = probe(example)
     try:
+        with torch.no_grad():
+            for group in trial:
+                units = set(_trial_units(group))
+                for consumer in group.consumers:
+                    if consumer.depthwise:
+                        continue
+                    weight = probe.get_submodule(consumer.module).weight
+                    weight[:, [c for c, u in zip(consumer.channels, consumer.units) if u in units]] = 0.0
+            reference = probe(example)
         apply_removal(probe, example, groups, {g.name: _trial_units(g) for g in trial}, check=False)
         with torch.no_grad():
             output = probe(example)

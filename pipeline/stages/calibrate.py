@@ -7,6 +7,7 @@ from safetensors.torch import save_file
 
 from pipeline import calibration, surgery
 from pipeline.core.artifacts import write_json
+from pipeline.core.errors import ModelError
 from pipeline.core.log import info, progress
 from pipeline.data import accuracy, calibration_loader, eval_loader
 from pipeline.scorers import SCORERS
@@ -22,7 +23,7 @@ def run(ctx: StageContext) -> None:
     model = dense_model(cfg)
     analysis = surgery.analyse(model, example_input(cfg), cfg.keep_layers)
     if not analysis.groups:
-        info("calibrate: no prunable unit group found; " + "; ".join(analysis.notes[:3]))
+        raise ModelError(f"nothing in {cfg.model} can be pruned: " + ("; ".join(analysis.notes) or "no conv or linear layer between stem and classifier"))
     write_json(ctx.out / "groups.json", {
         "stem": analysis.stem, "classifier": analysis.classifier, "notes": analysis.notes,
         "groups": [g.to_dict() for g in analysis.groups],

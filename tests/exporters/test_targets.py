@@ -1,0 +1,50 @@
+"""Every registered target, run for real: compile dense ONNX, open a session, match PyTorch."""
+
+import numpy as np
+import pytest
+import torch
+
+from exporters import TARGETS
+from exporters import onnx as onnx_export
+from pipeline.core.errors import ConfigError
+from pipeline.models import build_model
+from tests.tiny_models import TINY_SPECS
+
+
+def _available(name):
+    reason = TARGETS.unavailable_reason(name)
+    if reason:
+        pytest.skip(f"target {name}: {reason}")
+    return TARGETS.load(name)()
+
+
+@pytest.mark.parametrize("target_name", TARGETS.names())
+@pytest.mark.parametrize("kind", ["resnet", "vit"])
+def test_target_compiles_and_runs_like_pytorch(target_name, kind, tmp_path):
+    target = _available(target_name)
+    torch.manual_seed(0)
+    model = build_model(TINY_SPECS[kind]).eval()
+    onnx_path = tmp_path / "model.onnx"
+    onnx_export.export(model, torch.randn(1, 3, 32, 32), onnx_path)
+    out = tmp_path / "compiled"
+    out.mkdir()
+    facts = target.compile(onnx_path, out, "fp32")
+    assert facts["precision"] == "fp32" and all((out / f).is_file() for f in target.files)
+    batch = torch.randn(4, 3, 32, 32)
+    session = target.open(out, tuple(batch.shape), threads=1)
+    with torch.no_grad():
+        expected = model(batch).numpy()
+    np.testing.assert_allclose(session.run(batch.numpy()), expected, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("target_name", TARGETS.names())
+def test_unsupported_precision_is_a_clear_error(target_name, tmp_path):
+    target = _available(target_name)
+    with pytest.raises(ConfigError, match="not supported"):
+        target.compile(tmp_path / "missing.onnx", tmp_path, "int4")
+
+
+@pytest.mark.parametrize("target_name", TARGETS.names())
+def test_block_is_a_power_of_two_channel_multiple(target_name):
+    block = TARGETS.load(target_name)().block("fp32") if TARGETS.unavailable_reason(target_name) is None else 8
+    assert block in (4, 8, 16, 32)

@@ -1,0 +1,45 @@
+import pytest
+
+from pipeline.core.config import RunConfig, build_config, parse_shape
+from pipeline.core.errors import ConfigError
+
+
+def test_defaults_prune_half_of_every_group():
+    cfg = build_config()
+    assert cfg.effective_ratio == 0.5 and cfg.targets == ("cpu",) and cfg.scorer == "l1"
+
+
+def test_yaml_values_are_overridden_by_flags(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model: cifar:resnet20\nratio: 0.3\ntargets: [cpu, openvino]\ninput-shape: 4,3,32,32\n")
+    cfg = build_config(recipe, ratio=0.6, scorer=None)
+    assert cfg.model == "cifar:resnet20" and cfg.ratio == 0.6
+    assert cfg.targets == ("cpu", "openvino") and cfg.input_shape == (4, 3, 32, 32)
+
+
+def test_unknown_yaml_key_is_an_error(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("ratoi: 0.3\n")
+    with pytest.raises(ConfigError, match="unknown config key.*ratoi"):
+        build_config(recipe)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"ratio": 0.0}, "ratio must be in"),
+    ({"ratio": 1.0}, "ratio must be in"),
+    ({"macs_reduction": 1.0}, "must be > 1"),
+    ({"ratio": 0.5, "macs_reduction": 2.0}, "either --ratio or --macs-reduction"),
+    ({"input_shape": (3, 32, 32)}, "N,C,H,W"),
+    ({"precision": "fp8"}, "unknown precision"),
+    ({"calib_samples": 0}, "calib-samples must be >= 1"),
+])
+def test_bad_values_are_rejected(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig(**changes)
+
+
+def test_parse_shape_accepts_commas_and_x():
+    assert parse_shape("8,3,224,224") == (8, 3, 224, 224)
+    assert parse_shape("1x3x32x32") == (1, 3, 32, 32)
+    with pytest.raises(ConfigError):
+        parse_shape("a,b")

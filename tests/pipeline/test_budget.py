@@ -1,0 +1,74 @@
+import pytest
+import torch
+
+from pipeline import budget, macs, surgery
+from pipeline.core.errors import ConfigError
+from pipeline.models import build_model
+from tests.tiny_models import TINY_SPECS
+
+
+@pytest.mark.parametrize("size, ratio, round_to, expected", [
+    (64, 0.5, 8, 32), (64, 0.3, 16, 48), (48, 0.5, 16, 32), (16, 0.5, 16, 16), (64, 0.99, 8, 8),
+    (100, 0.0, 16, 100), (24, 0.5, 1, 12),
+])
+def test_kept_count_rounds_to_the_block(size, ratio, round_to, expected):
+    assert budget.kept_count(size, ratio, round_to, max_unit_ratio=0.9) == expected
+
+
+def test_heads_are_counted_not_rounded():
+    assert budget.kept_count(12, 0.5, 16, 0.9, kind="head") == 6
+
+
+def test_max_unit_ratio_keeps_a_floor():
+    assert budget.kept_count(64, 0.99, 1, max_unit_ratio=0.75) == 16
+
+
+def test_lowest_removes_the_smallest_scores():
+    assert budget.lowest(torch.tensor([0.5, 0.1, 0.9, 0.3]), kept=2) == [1, 3]
+    assert budget.lowest(torch.tensor([1.0, 2.0]), kept=2) == []
+
+
+def _setup():
+    model = build_model("cifar:resnet20").eval()
+    example = torch.randn(1, 3, 32, 32)
+    groups = surgery.analyse(model, example).groups
+    return groups, macs.MacsEstimator(model, example, groups)
+
+
+def test_macs_target_is_met_within_five_percent():
+    groups, estimator = _setup()
+    ratio, kept, round_to, notes = budget.plan_budget(groups, estimator, None, 1.6, 8, True, 0.9)
+    reached = estimator.dense / estimator.estimate(kept)
+    assert abs(reached / 1.6 - 1) <= 0.05 and 0 < ratio < 0.9 and round_to == 8 and notes == []
+
+
+def test_default_rounding_is_relaxed_when_the_target_needs_it():
+    groups, estimator = _setup()
+    _, _, round_to, notes = budget.plan_budget(groups, estimator, None, 1.8, 16, True, 0.9)
+    assert round_to < 16 and "rounded to" in notes[0]
+
+
+def test_explicit_rounding_that_cannot_reach_the_target_is_an_error():
+    groups, estimator = _setup()
+    with pytest.raises(ConfigError, match="out of reach"):
+        budget.plan_budget(groups, estimator, None, 1.8, 16, False, 0.9)
+
+
+@pytest.mark.parametrize("kind", sorted(TINY_SPECS))
+def test_estimated_macs_equal_the_counted_macs_after_removal(kind):
+    torch.manual_seed(0)
+    model = build_model(TINY_SPECS[kind]).eval()
+    example = torch.randn(1, 3, 32, 32)
+    groups = surgery.analyse(model, example).groups
+    estimator = macs.MacsEstimator(model, example, groups)
+    kept = budget.kept_counts(groups, 0.5, 4, 0.9)
+    removal = {g.name: list(range(g.size - kept[g.name])) for g in groups}
+    surgery.apply_removal(model, example, groups, removal)
+    assert macs.count(model, example)[0] == estimator.estimate(kept) < estimator.dense
+
+
+def test_conv_and_linear_macs_by_hand():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(8 * 4 * 4, 10))
+    total, params = macs.count(model, torch.randn(1, 3, 4, 4))
+    assert total == 8 * 4 * 4 * 3 * 3 * 3 + 10 * 128
+    assert params == sum(p.numel() for p in model.parameters())

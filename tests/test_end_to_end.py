@@ -1,0 +1,127 @@
+"""Whole runs on tiny in-code models, with the real ONNX Runtime and OpenVINO."""
+
+import csv
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from exporters import TARGETS
+from pipeline.cli import main
+from pipeline.core.artifacts import read_manifest
+from pipeline.scorers import SCORERS
+from tests.tiny_models import TINY_SPECS
+
+FAST = ["--profile-seconds", "0.1", "--calib-samples", "12", "--batch-size", "6", "--input-shape", "1,3,32,32"]
+TARGET_KEYS = {"dense_ms", "pruned_ms", "speedup", "speedup_ci", "macs_ratio", "efficiency", "parity_max_abs", "verdict", "reasons"}
+
+
+def run_cli(*args):
+    result = CliRunner().invoke(main, ["run", *args, *FAST], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def available_targets():
+    return [t for t in TARGETS.names() if TARGETS.unavailable_reason(t) is None]
+
+
+def check_contract(report: dict, targets):
+    assert {"model", "scorer", "ratio", "input_shape", "dense", "pruned", "targets"} <= set(report)
+    for part in ("dense", "pruned"):
+        assert {"macs", "params", "accuracy"} <= set(report[part])
+    assert report["pruned"]["macs"] < report["dense"]["macs"]
+    assert set(report["targets"]) == set(targets)
+    for result in report["targets"].values():
+        assert TARGET_KEYS <= set(result)
+        assert result["verdict"] in ("pass", "fail")
+        assert result["efficiency"] == pytest.approx(result["speedup"] / result["macs_ratio"])
+        assert result["speedup_ci"][0] <= result["speedup"] <= result["speedup_ci"][1]
+        assert result["parity_max_abs"] < 1e-3
+
+
+@pytest.mark.parametrize("scorer", SCORERS.names())
+def test_every_scorer_runs_the_whole_pipeline_with_data(scorer, tmp_path, image_folder):
+    out = tmp_path / "run"
+    result = run_cli("--model", TINY_SPECS["resnet"], "--data", str(image_folder), "--scorer", scorer, "--out", str(out))
+    report = json.loads((out / "report.json").read_text())
+    check_contract(report, ["cpu"])
+    assert report["scorer"] == scorer and 0 <= report["dense"]["accuracy"] <= 1 and report["pruned"]["accuracy"] is not None
+    for stage in ("calibrate", "score", "prune", "export", "compile/cpu", "profile/cpu", "report"):
+        assert read_manifest(out / stage) is not None, stage
+    rows = list(csv.DictReader((out / "score" / "scores.csv").open()))
+    assert {r["layer"] for r in rows} == {l["name"] for l in report["layers"]}
+    assert (out / "report.md").read_text().startswith("# Pruning report")
+    assert (out / "plots" / "latency.png").stat().st_size > 1000 and (out / "plots" / "kept_units.png").is_file()
+    assert "speedup" in result.output
+
+
+@pytest.mark.parametrize("target", TARGETS.names())
+@pytest.mark.parametrize("kind", sorted(set(TINY_SPECS) - {"resnet"}))
+def test_every_target_with_every_tiny_architecture(target, kind, tmp_path):
+    if TARGETS.unavailable_reason(target):
+        pytest.skip(TARGETS.unavailable_reason(target))
+    out = tmp_path / "run"
+    run_cli("--model", TINY_SPECS[kind], "--target", target, "--out", str(out), "--round-to", "4")
+    report = json.loads((out / "report.json").read_text())
+    check_contract(report, [target])
+    assert report["dense"]["accuracy"] is None  # synthetic inputs: no accuracy
+    if kind == "vit":
+        kinds = {l["kind"] for l in report["layers"] if l["kept"] < l["size"]}
+        assert kinds == {"head", "neuron"}
+
+
+def test_rerun_skips_finished_stages_and_reruns_what_changed(tmp_path):
+    out = tmp_path / "run"
+    args = ["--model", TINY_SPECS["concat"], "--out", str(out)]
+    run_cli(*args)
+    before = {s: read_manifest(out / s)["started"] for s in ("calibrate", "score", "prune", "export")}
+    fingerprint = read_manifest(out / "prune")["fingerprint"]
+    result = CliRunner().invoke(main, ["run", *args, *FAST], catch_exceptions=False)
+    assert result.output.count("up to date, skipped") >= 7
+    assert read_manifest(out / "prune")["fingerprint"] == fingerprint
+    run_cli(*args, "--ratio", "0.3")
+    assert read_manifest(out / "calibrate")["started"] == before["calibrate"]  # same inputs
+    assert read_manifest(out / "score")["started"] == before["score"]
+    assert read_manifest(out / "prune")["fingerprint"] != fingerprint  # new budget
+    assert json.loads((out / "report.json").read_text())["ratio"] == pytest.approx(0.3)
+
+
+def test_several_batch_sizes_and_both_targets(tmp_path):
+    out = tmp_path / "run"
+    run_cli("--model", TINY_SPECS["resnet"], "--out", str(out), "--batch-sizes", "1,4", *[a for t in available_targets() for a in ("--target", t)])
+    report = json.loads((out / "report.json").read_text())
+    check_contract(report, available_targets())
+    for result in report["targets"].values():
+        assert set(result["by_batch"]) == {"1", "4"}
+        assert all(TARGET_KEYS <= set(r) for r in result["by_batch"].values())
+
+
+def test_distillation_records_history_and_final_accuracy(tmp_path, image_folder):
+    out = tmp_path / "run"
+    run_cli("--model", TINY_SPECS["resnet"], "--data", str(image_folder), "--distill-epochs", "2", "--out", str(out))
+    history = list(csv.DictReader((out / "distill" / "history.csv").open()))
+    assert [int(r["epoch"]) for r in history] == [1, 2]
+    report = json.loads((out / "report.json").read_text())
+    assert report["pruned"]["accuracy"] == pytest.approx(float(history[-1]["accuracy"]))
+    assert json.loads((out / "export" / "parity.json").read_text())["source"] == "distill"
+
+
+def test_stage_commands_work_on_a_run_directory(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", "--model", TINY_SPECS["resnet"], "--out", str(out), "--until", "score", *FAST])
+    assert result.exit_code == 0 and not (out / "prune").exists()
+    early = CliRunner().invoke(main, ["export", str(out)])
+    assert early.exit_code == 2 and "no complete 'prune' stage" in early.output
+    for command in (["prune", str(out)], ["export", str(out)], ["compile", str(out)], ["profile", str(out), "--target", "cpu"]):
+        assert CliRunner().invoke(main, command).exit_code == 0, command
+    shown = CliRunner().invoke(main, ["report", str(out)])
+    assert shown.exit_code == 0 and "| cpu | 1 |" in shown.output
+    assert (out / "report.json").is_file()
+
+
+def test_strict_exits_nonzero_on_a_fail_verdict(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", "--model", TINY_SPECS["resnet"], "--out", str(out), "--min-efficiency", "50", "--strict", *FAST])
+    assert result.exit_code == 3 and "verdict fail on cpu" in result.output
+    assert json.loads((out / "report.json").read_text())["targets"]["cpu"]["verdict"] == "fail"

@@ -1,0 +1,115 @@
+"""Tiny models built in code, covering what the surgery must follow: residual adds, depthwise
+convs, a concat, an MLP head and a small vision transformer. Factories take num_classes."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class TinyResNet(nn.Module):
+    """Stem, two residual stages (the second with a projection shortcut), pooled linear head."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.a1 = nn.Conv2d(16, 24, 3, 1, 1, bias=False)
+        self.a1_bn = nn.BatchNorm2d(24)
+        self.a2 = nn.Conv2d(24, 16, 3, 1, 1, bias=False)
+        self.a2_bn = nn.BatchNorm2d(16)
+        self.b1 = nn.Conv2d(16, 32, 3, 2, 1, bias=False)
+        self.b1_bn = nn.BatchNorm2d(32)
+        self.b2 = nn.Conv2d(32, 32, 3, 1, 1, bias=False)
+        self.b2_bn = nn.BatchNorm2d(32)
+        self.b_short = nn.Sequential(nn.Conv2d(16, 32, 1, 2, bias=False), nn.BatchNorm2d(32))
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = F.relu(x + self.a2_bn(self.a2(F.relu(self.a1_bn(self.a1(x))))))
+        x = F.relu(self.b_short(x) + self.b2_bn(self.b2(F.relu(self.b1_bn(self.b1(x))))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+class TinyMobile(nn.Module):
+    """An inverted residual block: expand 1x1, depthwise 3x3, project 1x1, residual add."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6())
+        self.expand = nn.Sequential(nn.Conv2d(16, 48, 1, bias=False), nn.BatchNorm2d(48), nn.ReLU6())
+        self.depthwise = nn.Sequential(nn.Conv2d(48, 48, 3, 1, 1, groups=48, bias=False), nn.BatchNorm2d(48), nn.ReLU6())
+        self.project = nn.Sequential(nn.Conv2d(48, 16, 1, bias=False), nn.BatchNorm2d(16))
+        self.head = nn.Sequential(nn.Conv2d(16, 32, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6())
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.project(self.depthwise(self.expand(x)))
+        return self.fc(F.adaptive_avg_pool2d(self.head(x), 1).flatten(1))
+
+
+class TinyConcat(nn.Module):
+    """Two branches concatenated along channels, then a 1x1 conv and an MLP classifier."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1), nn.ReLU())
+        self.left = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1), nn.BatchNorm2d(16), nn.ReLU())
+        self.right = nn.Sequential(nn.Conv2d(16, 24, 1), nn.BatchNorm2d(24), nn.ReLU())
+        self.mix = nn.Sequential(nn.Conv2d(40, 32, 1), nn.BatchNorm2d(32), nn.ReLU())
+        self.hidden = nn.Linear(32, 48)
+        self.fc = nn.Linear(48, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.mix(torch.cat([self.left(x), self.right(x)], dim=1))
+        return self.fc(F.relu(self.hidden(F.adaptive_avg_pool2d(x, 1).flatten(1))))
+
+
+def tiny_resnet(num_classes: int = 10) -> nn.Module:
+    return TinyResNet(num_classes)
+
+
+def tiny_mobile(num_classes: int = 10) -> nn.Module:
+    return TinyMobile(num_classes)
+
+
+def tiny_concat(num_classes: int = 10) -> nn.Module:
+    return TinyConcat(num_classes)
+
+
+def tiny_vit(num_classes: int = 10) -> nn.Module:
+    """torchvision's own VisionTransformer, tiny: 2 layers, 4 heads of 8, MLP 64, 32x32 input."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64, num_classes=num_classes)
+
+
+TINY_SPECS = {
+    "resnet": "tests.tiny_models:tiny_resnet",
+    "mobile": "tests.tiny_models:tiny_mobile",
+    "concat": "tests.tiny_models:tiny_concat",
+    "vit": "tests.tiny_models:tiny_vit",
+}
+
+
+class TinyPadded(nn.Module):
+    """Only a residual whose shortcut zero-pads channels (a width hard-coded in the forward pass):
+    nothing here can be pruned safely."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, 1, 1)
+        self.widen = nn.Conv2d(8, 16, 3, 1, 1)
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        x = F.relu(self.widen(x) + F.pad(x, (0, 0, 0, 0, 4, 4)))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def tiny_padded(num_classes: int = 10) -> nn.Module:
+    return TinyPadded(num_classes)
