@@ -49,8 +49,9 @@ def _construct(spec: ModelSpec, num_classes: int | None) -> nn.Module:
     module_name, _, attr = spec.name.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise ModelError(f"cannot import model factory '{spec.name}': {err}") from None
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ModelError(f"cannot import model factory '{spec.name}' ({err}); model specs are torchvision:NAME, "
+                         f"cifar:resnetN or package.module:factory") from None
     model = factory(**kwargs)
     if not isinstance(model, nn.Module):
         raise ModelError(f"model factory '{spec.name}' returned {type(model).__name__}, not an nn.Module")

@@ -23,7 +23,7 @@ def latency_plot(report: dict, path: Path) -> None:
             rows.append((f"{target}\nbatch {batch}", figures["dense_ms"], figures["pruned_ms"], figures["speedup"]))
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(rows) + 2), 4))
     width = 0.38
-    for i, (label, dense, pruned, speedup) in enumerate(rows):
+    for i, (_label, dense, pruned, speedup) in enumerate(rows):
         for offset, figures, color, name in ((-width / 2, dense, "#7f7f7f", "dense"), (width / 2, pruned, "#1f77b4", "pruned")):
             ax.bar(i + offset, figures["p50"], width, color=color, label=name if i == 0 else None,
                    yerr=[[0], [max(figures["p90"] - figures["p50"], 0)]], capsize=3)

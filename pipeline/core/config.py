@@ -5,7 +5,7 @@ Unknown keys and out-of-range values are errors with a one-line message."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
