@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench bench-targets bench-cifar clean
+.PHONY: setup run test lint bench bench-targets bench-cifar bench-criteria clean
 
 setup: $(STAMP)
 
@@ -25,13 +25,16 @@ test: setup
 lint: setup
 	$(BIN)/lint-imports
 
-bench: bench-targets bench-cifar
+bench: bench-targets bench-cifar bench-criteria
 
 bench-targets: setup
 	$(BIN)/python bench/targets.py
 
 bench-cifar: setup
 	$(BIN)/python bench/cifar_scorers.py
+
+bench-criteria: setup
+	$(BIN)/python bench/criteria.py --vit
 
 clean:
 	rm -rf runs .pytest_cache

@@ -35,10 +35,12 @@ def machine() -> str:
     return f"{cpu_name()}, {default_threads()} threads, Python {platform.python_version()}"
 
 
-def write_results(name: str, rows: list[dict], table: str) -> None:
-    results = ROOT / "bench" / "results"
-    results.mkdir(exist_ok=True)
-    (results / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
+def write_results(name: str, rows: list[dict] | None, table: str) -> None:
+    """The table into the README between its markers; `rows` (when given) to bench/results/<name>.json."""
+    if rows is not None:
+        results = ROOT / "bench" / "results"
+        results.mkdir(exist_ok=True)
+        (results / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
     readme = ROOT / "README.md"
     text = readme.read_text()
     start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"

@@ -1,5 +1,10 @@
-"""How many units each group keeps: a uniform ratio per group, or the ratio whose MACs reduction
-hits a target; widths rounded to the runtime's channel block so the runtime does not pad them back."""
+"""How many units each group keeps, and which.
+
+Two ways to spread the budget: "uniform" removes the same fraction of every group; "global" keeps
+every unit whose score clears one threshold shared by all groups (scores must then be comparable
+across layers: raw for VBP, normalised per layer for SNIP). The budget itself is a ratio of units
+or a MACs reduction to reach; widths are rounded to the runtime's channel block so the runtime does
+not pad them back."""
 
 from __future__ import annotations
 
@@ -13,46 +18,88 @@ from pipeline.surgery import UnitGroup
 TOLERANCE = 0.05  # --macs-reduction is met within 5%
 
 
-def kept_count(size: int, ratio: float, round_to: int, max_unit_ratio: float, kind: str = "channel") -> int:
-    step = 1 if kind == "head" else round_to
-    if size <= step or ratio <= 0.0:
-        return size  # too narrow to round: kept whole
+def _step(kind: str, round_to: int) -> int:
+    return 1 if kind == "head" else round_to
+
+
+def _clamp(size: int, kept: float, step: int, max_unit_ratio: float) -> int:
+    """Round a kept count to the block, within [floor, size]; too-narrow groups stay whole."""
+    if size <= step:
+        return size
     floor = math.ceil(size * (1.0 - max_unit_ratio) / step) * step
-    kept = round(size * (1.0 - ratio) / step) * step
-    return int(min(size, max(kept, step, floor)))
+    return int(min(size, max(round(kept / step) * step, step, floor)))
+
+
+def kept_count(size: int, ratio: float, round_to: int, max_unit_ratio: float, kind: str = "channel") -> int:
+    if ratio <= 0.0:
+        return size
+    return _clamp(size, size * (1.0 - ratio), _step(kind, round_to), max_unit_ratio)
 
 
 def kept_counts(groups: list[UnitGroup], ratio: float, round_to: int, max_unit_ratio: float) -> dict[str, int]:
     return {g.name: kept_count(g.size, ratio, round_to, max_unit_ratio, g.kind) for g in groups}
 
 
-def search_ratio(groups: list[UnitGroup], estimator, target: float, round_to: int, max_unit_ratio: float,
-                 steps: int = 400) -> tuple[float, dict[str, int], float]:
-    """The uniform ratio whose MACs reduction is closest to `target`: (ratio, kept counts, reached)."""
-    best = (0.0, kept_counts(groups, 0.0, round_to, max_unit_ratio), 1.0)
-    for i in range(steps + 1):
-        ratio = max_unit_ratio * i / steps
-        kept = kept_counts(groups, ratio, round_to, max_unit_ratio)
+def global_kept(groups: list[UnitGroup], scores: dict[str, torch.Tensor], threshold: float, round_to: int,
+                max_unit_ratio: float) -> dict[str, int]:
+    """Per group, the units scoring at least `threshold`, rounded and clamped."""
+    kept = {}
+    for g in groups:
+        above = int((scores[g.name] >= threshold).sum())
+        kept[g.name] = g.size if above == g.size else _clamp(g.size, above, _step(g.kind, round_to), max_unit_ratio)
+    return kept
+
+
+class Allocator:
+    """Kept counts as a function of one knob in [0, 1] (0 keeps everything), for either ranking."""
+
+    def __init__(self, groups, scores, ranking: str, round_to: int, max_unit_ratio: float):
+        self.groups = [g for g in groups if g.name in scores]
+        self.scores, self.ranking, self.round_to, self.max_unit_ratio = scores, ranking, round_to, max_unit_ratio
+        if ranking == "global":
+            pooled = torch.cat([scores[g.name].double() for g in self.groups]) if self.groups else torch.zeros(1)
+            self.sorted_scores = pooled.sort().values
+
+    def kept(self, knob: float) -> dict[str, int]:
+        if knob <= 0.0:
+            return {g.name: g.size for g in self.groups}
+        if self.ranking == "uniform":
+            return kept_counts(self.groups, knob, self.round_to, self.max_unit_ratio)
+        # global: remove the lowest `knob` fraction of all scored units (before rounding)
+        index = min(int(knob * len(self.sorted_scores)), len(self.sorted_scores) - 1)
+        threshold = float(self.sorted_scores[index])
+        return global_kept(self.groups, self.scores, threshold, self.round_to, self.max_unit_ratio)
+
+
+def search(allocator: Allocator, estimator, target: float, steps: int = 400) -> tuple[float, dict[str, int], float]:
+    """The knob whose MACs reduction is closest to `target`: (knob, kept counts, reached)."""
+    best = (0.0, allocator.kept(0.0), 1.0)
+    top = allocator.max_unit_ratio if allocator.ranking == "uniform" else 1.0
+    for i in range(1, steps + 1):
+        knob = top * i / steps
+        kept = allocator.kept(knob)
         reached = estimator.dense / max(estimator.estimate(kept), 1)
         if abs(reached - target) < abs(best[2] - target):
-            best = (ratio, kept, reached)
+            best = (knob, kept, reached)
     return best
 
 
-def plan_budget(groups, estimator, cfg_ratio: float | None, macs_reduction: float | None, round_to: int,
-                round_to_is_default: bool, max_unit_ratio: float) -> tuple[float, dict[str, int], int, list[str]]:
-    """(ratio, kept counts, round_to used, notes). With a MACs target a default rounding is relaxed
+def plan_budget(groups, scores, estimator, ratio: float | None, macs_reduction: float | None, round_to: int,
+                round_to_is_default: bool, max_unit_ratio: float, ranking: str = "uniform"):
+    """(knob, kept counts, round_to used, notes). With a MACs target a default rounding is relaxed
     (halved) when it makes the target unreachable; an explicit --round-to never is."""
     notes: list[str] = []
     if macs_reduction is None:
-        return cfg_ratio, kept_counts(groups, cfg_ratio, round_to, max_unit_ratio), round_to, notes
+        allocator = Allocator(groups, scores, ranking, round_to, max_unit_ratio)
+        return ratio, allocator.kept(ratio), round_to, notes
     step = round_to
     while True:
-        ratio, kept, reached = search_ratio(groups, estimator, macs_reduction, step, max_unit_ratio)
+        allocator = Allocator(groups, scores, ranking, step, max_unit_ratio)
+        knob, kept, reached = search(allocator, estimator, macs_reduction)
         if abs(reached / macs_reduction - 1.0) <= TOLERANCE:
             if step != round_to:
                 notes.append(f"channel rounding {round_to} cannot reach {macs_reduction}x MACs on this model; rounded to {step} instead")
-            return ratio, kept, step, notes
+            return knob, kept, step, notes
         if not round_to_is_default or step == 1:
             raise ConfigError(
                 f"--macs-reduction {macs_reduction} is out of reach: the closest is {reached:.2f}x "

@@ -131,7 +131,62 @@ class InputGateGradients:
         return out
 
 
-COLLECTORS = {c.name: c for c in (InputMoments, ClassMoments, InputGateGradients)}
+class ClassTaylor:
+    """Per-class first-order Taylor importance |a * dL/da| of each input channel (Class-Aware Pruning):
+    the class mean of each sample's position-averaged importance, and, where it fits in memory, how
+    often each position of each channel matters (importance > 1e-50) for each class."""
+
+    name = "class_taylor"
+    needs_grad = True
+    MAX_CELLS = 20_000_000  # classes x channels x positions kept per layer for the per-position counts
+    EPSILON = 1e-50
+
+    def __init__(self, modules: list[str]):
+        self.labels: dict[str, torch.Tensor] = {}
+        self.sums: dict[str, dict[int, torch.Tensor]] = {}
+        self.counts: dict[str, dict[int, int]] = {}
+        self.firing: dict[str, dict[int, torch.Tensor] | None] = {}
+
+    def on_input(self, module: str, x: torch.Tensor, labels: torch.Tensor) -> None:
+        self.labels[module] = labels
+
+    def on_input_grad(self, module: str, x: torch.Tensor, grad: torch.Tensor) -> None:
+        importance = (x.detach() * grad).abs().double()
+        if importance.dim() == 2:
+            importance = importance[:, :, None]
+        elif importance.dim() == 3:  # tokens: (batch, tokens, channels) -> (batch, channels, tokens)
+            importance = importance.transpose(1, 2)
+        importance = importance.reshape(importance.shape[0], importance.shape[1], -1)
+        labels = self.labels[module]
+        sums, counts = self.sums.setdefault(module, {}), self.counts.setdefault(module, {})
+        if module not in self.firing:
+            self.firing[module] = {}
+        for label in labels.unique().tolist():
+            rows = importance[labels == label]
+            sums[label] = sums.get(label, 0) + rows.mean(2).sum(0)
+            counts[label] = counts.get(label, 0) + rows.shape[0]
+            firing = self.firing[module]
+            if firing is not None:
+                if (len(firing) + 1) * rows.shape[1] * rows.shape[2] > self.MAX_CELLS:
+                    self.firing[module] = None  # too large: scorers fall back to the class means
+                else:
+                    firing[label] = firing.get(label, 0) + (rows > self.EPSILON).double().sum(0)
+
+    def result(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for module, sums in self.sums.items():
+            labels = sorted(sums)
+            counts = torch.tensor([self.counts[module][c] for c in labels], dtype=torch.float64)
+            out[f"{self.name}/{module}/labels"] = torch.tensor(labels, dtype=torch.int64)
+            out[f"{self.name}/{module}/count"] = counts
+            out[f"{self.name}/{module}/mean"] = torch.stack([sums[c] for c in labels]) / counts[:, None]
+            firing = self.firing.get(module)
+            if firing is not None and len(firing) == len(labels):
+                out[f"{self.name}/{module}/firing"] = torch.stack([firing[c] for c in labels]) / counts[:, None, None]
+        return out
+
+
+COLLECTORS = {c.name: c for c in (InputMoments, ClassMoments, InputGateGradients, ClassTaylor)}
 WEIGHT_GRADS = "weight_grads"  # mean gradient of every parameter, collected by `collect` itself
 ALL_NEEDS = (*COLLECTORS, WEIGHT_GRADS)
 

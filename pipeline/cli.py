@@ -54,6 +54,12 @@ def _shape(ctx, param, value):
 @click.option("--ratio", type=float, help="Fraction of units removed per prunable group, in (0, 1)  [default: 0.5]")
 @click.option("--macs-reduction", type=float, help="Reach dense MACs / pruned MACs = X (within 5%) instead of a ratio.")
 @click.option("--round-to", type=int, help="Round kept widths to this multiple  [default: the targets' channel block]")
+@click.option("--ranking", type=click.Choice(["auto", "uniform", "global"]),
+              help="Spread the budget uniformly over groups or by one global threshold  [default: the scorer's own]")
+@click.option("--compensate", type=click.Choice(["auto", "none", "mean", "lstsq"]),
+              help="Put back what removed units leave: mean-shift or least-squares re-fit  [default: the scorer's own, else none]")
+@click.option("--lstsq-ridge", type=float, help="Ridge of the least-squares re-fit, relative to the Gram diagonal  [default: 1e-3]")
+@click.option("--snip-at-init/--no-snip-at-init", default=None, help="SNIP: score a freshly initialised copy of the architecture.")
 @click.option("--keep-layers", multiple=True, help="Module-name pattern never pruned (repeatable), e.g. 'layer4.*'.")
 @click.option("--no-bn-recalibration", "no_bn", is_flag=True, default=None, help="Skip BatchNorm re-estimation after removal.")
 @click.option("--distill-epochs", type=int, help="Knowledge-distillation epochs after pruning  [default: 0]")
@@ -61,6 +67,11 @@ def _shape(ctx, param, value):
 @click.option("--distill-lr", type=float, help="[default: 0.01]")
 @click.option("--distill-temperature", type=float, help="[default: 4]")
 @click.option("--distill-alpha", type=float, help="Weight of the distillation term  [default: 0.9]")
+@click.option("--regularize", type=click.Choice(["none", "class-aware"]),
+              help="Regulariser while fine-tuning: class-aware = L1 + kernel orthogonality (Class-Aware Pruning)")
+@click.option("--iterative/--one-shot", default=None,
+              help="Prune at most 10%% of each group per step, fine-tune --distill-epochs between steps, stop at --max-acc-drop.")
+@click.option("--max-acc-drop", type=float, help="Accuracy (fraction) an iterative step may lose against dense  [default: 0.005]")
 @click.option("--target", "targets", multiple=True, help="cpu | openvino (repeatable)  [default: cpu]")
 @click.option("--precision", help="fp32  [default: fp32]")
 @click.option("--batch-sizes", callback=_shape, help="Also profile these batch sizes, e.g. 1,8,32.")

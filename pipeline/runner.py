@@ -88,7 +88,10 @@ def _stage_dir(run_dir: Path, spec: StageSpec, target: str | None) -> Path:
 
 
 def fingerprint(cfg: RunConfig, run_dir: Path, spec: StageSpec, target: str | None) -> str:
-    parts = {"stage": spec.name, "target": target, "config": {k: getattr(cfg, k) for k in spec.config_keys}}
+    keys = spec.config_keys
+    if spec.name == "prune" and not cfg.iterative:  # fine-tuning settings matter to prune only when iterative
+        keys = tuple(k for k in keys if not k.startswith("distill_") and k != "regularize")
+    parts = {"stage": spec.name, "target": target, "config": {k: getattr(cfg, k) for k in keys}}
     if spec.name == "calibrate":
         from pipeline.stages.calibrate import needs_of
 

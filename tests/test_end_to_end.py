@@ -125,3 +125,35 @@ def test_strict_exits_nonzero_on_a_fail_verdict(tmp_path):
     result = CliRunner().invoke(main, ["run", "--model", TINY_SPECS["resnet"], "--out", str(out), "--min-efficiency", "50", "--strict", *FAST])
     assert result.exit_code == 3 and "verdict fail on cpu" in result.output
     assert json.loads((out / "report.json").read_text())["targets"]["cpu"]["verdict"] == "fail"
+
+
+@pytest.mark.parametrize("method", ["mean", "lstsq"])
+def test_compensation_is_applied_recorded_and_replayed(method, tmp_path, image_folder):
+    out = tmp_path / "run"
+    run_cli("--model", TINY_SPECS["concat"], "--data", str(image_folder), "--compensate", method, "--out", str(out))
+    report = json.loads((out / "report.json").read_text())
+    assert report["scorer_options"]["compensation"] == method
+    plan = json.loads((out / "prune" / "plan.json").read_text())
+    if method == "mean":
+        assert plan["added_biases"] == []  # the concat model's consumers all have biases
+    assert json.loads((out / "export" / "parity.json").read_text())["pruned"]["max_abs"] < 1e-4
+
+
+def test_vbp_defaults_to_global_ranking_and_mean_shift(tmp_path):
+    out = tmp_path / "run"
+    run_cli("--model", TINY_SPECS["vit"], "--scorer", "vbp", "--out", str(out), "--round-to", "4")
+    report = json.loads((out / "report.json").read_text())
+    assert report["scorer_options"]["ranking"] == "global" and report["scorer_options"]["compensation"] == "mean"
+    assert {l["kind"] for l in report["layers"] if l["kept"] < l["size"]} == {"neuron"}  # heads are not VBP's
+    assert "Scorer `vbp` (ranking global, compensation mean" in (out / "report.md").read_text()
+
+
+def test_iterative_schedule_with_class_aware_regularisation(tmp_path, image_folder):
+    out = tmp_path / "run"
+    run_cli("--model", TINY_SPECS["resnet"], "--data", str(image_folder), "--scorer", "class-aware", "--iterative",
+            "--regularize", "class-aware", "--distill-epochs", "1", "--max-acc-drop", "1", "--ratio", "0.3", "--round-to", "1",
+            "--out", str(out))
+    plan = json.loads((out / "prune" / "plan.json").read_text())
+    assert len(plan["steps"]) == 3  # 30% in steps of at most 10%
+    assert len(json.loads((out / "prune" / "iterations.json").read_text())) == 3
+    assert json.loads((out / "export" / "parity.json").read_text())["pruned"]["max_abs"] < 1e-4  # the replay is exact

@@ -12,6 +12,8 @@ from typing import Any
 from pipeline.core.errors import ConfigError
 
 PRECISIONS = ("fp32", "fp16", "int8")
+RANKINGS = ("auto", "uniform", "global")
+COMPENSATIONS = ("auto", "none", "mean", "lstsq")
 OPTIMIZERS = ("sgd", "adamw")
 
 
@@ -29,6 +31,10 @@ class RunConfig:
     round_to: int | None = None  # None: the targets' channel block (design.md)
     keep_layers: tuple[str, ...] = ()  # module-name patterns never pruned, besides stem and classifier
     max_unit_ratio: float = 0.9  # no group loses more than this fraction of its units
+    ranking: str = "auto"  # uniform | global | auto (the scorer's own)
+    compensate: str = "auto"  # none | mean | lstsq | auto (the scorer's own, else none)
+    lstsq_ridge: float = 1e-3  # ridge of the least-squares re-fit, relative to the Gram diagonal's mean
+    snip_at_init: bool = False
     bn_recalibration: bool = True
     # recovery
     distill_epochs: int = 0
@@ -37,6 +43,9 @@ class RunConfig:
     distill_optimizer: str = "sgd"
     distill_lr: float = 0.01
     distill_samples: int | None = None  # training images per epoch; None: the whole train split
+    regularize: str = "none"  # none | class-aware (L1 + kernel orthogonality while fine-tuning)
+    iterative: bool = False  # prune at most 10% per step, fine-tune between, stop at the accuracy tolerance
+    max_acc_drop: float = 0.005  # accuracy (fraction) a step may lose against the dense model
     # deployment
     targets: tuple[str, ...] = ("cpu",)
     precision: str = "fp32"
@@ -80,6 +89,16 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"--input-shape must be N,C,H,W with positive sizes, got {','.join(map(str, cfg.input_shape))}")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"unknown precision '{cfg.precision}'; valid: {', '.join(PRECISIONS)}")
+    if cfg.ranking not in RANKINGS:
+        raise ConfigError(f"unknown ranking '{cfg.ranking}'; valid: {', '.join(RANKINGS)}")
+    if cfg.compensate not in COMPENSATIONS:
+        raise ConfigError(f"unknown compensation '{cfg.compensate}'; valid: {', '.join(COMPENSATIONS)}")
+    if cfg.lstsq_ridge <= 0:
+        raise ConfigError(f"lstsq_ridge must be > 0, got {cfg.lstsq_ridge}")
+    if cfg.regularize not in ("none", "class-aware"):
+        raise ConfigError(f"unknown regulariser '{cfg.regularize}'; valid: none, class-aware")
+    if cfg.max_acc_drop < 0:
+        raise ConfigError(f"--max-acc-drop must be >= 0, got {cfg.max_acc_drop}")
     if cfg.distill_optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer '{cfg.distill_optimizer}'; valid: {', '.join(OPTIMIZERS)}")
     if cfg.round_to is not None and cfg.round_to < 1:

@@ -9,4 +9,7 @@ SCORERS = Registry("scorer", [
     Entry("random", "pipeline.scorers.random:RandomScorer", "seeded random scores: the floor every criterion must beat"),
     Entry("bn-scale", "pipeline.scorers.bn_scale:BNScaleScorer", "|gamma| of the BatchNorm after each channel (network slimming, Liu et al. 2017)"),
     Entry("taylor", "pipeline.scorers.taylor:TaylorScorer", "first-order Taylor |w * dL/dw| per unit from calibration gradients (Molchanov et al. 2019)"),
+    Entry("vbp", "pipeline.scorers.vbp:VarianceScorer", "Variance-Based Pruning: post-activation variance, global ranking, mean-shift compensation (arXiv 2507.12988)"),
+    Entry("snip", "pipeline.scorers.snip:SnipScorer", "structured SNIP: |sum a * dL/da| at a unit gate, normalised per layer, global ranking (ICLR 2019)"),
+    Entry("class-aware", "pipeline.scorers.class_aware:ClassAwareScorer", "Class-Aware Pruning: how many classes find a filter important, per-class Taylor (arXiv 2312.05875)"),
 ])

@@ -1,8 +1,9 @@
-"""What a scorer is, and helpers to turn per-weight values into per-unit scores."""
+"""What a scorer is, and helpers to turn per-weight and per-channel values into per-unit scores."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -19,22 +20,42 @@ class ScoreContext:
     stats: dict[str, torch.Tensor]
     seed: int = 0
     notes: list[str] = field(default_factory=list)  # scorer remarks for the report
+    options: dict = field(default_factory=dict)  # the run's scorer options (snip_at_init, ...)
+    batches: Callable[[], Iterable] | None = None  # calibration batches, for scorers that run the model
+    fresh_model: Callable[[], nn.Module] | None = None  # a newly initialised copy of the architecture
 
 
 class Scorer:
     """Subclasses set `needs` (calibration collectors, see pipeline.calibration) and implement
-    `score_group`. Higher scores are more important."""
+    `score_group`. Higher scores are more important.
+
+    `kinds` limits the unit kinds scored (others are kept whole); `ranking` is how the budget is
+    spread: "uniform" (the same fraction of every group) or "global" (one threshold over all units,
+    on scores made comparable across layers by `normalise`)."""
 
     needs: tuple[str, ...] = ()
-
-    def __init__(self, **options):
-        self.options = options
+    kinds: tuple[str, ...] | None = None
+    ranking: str = "uniform"
 
     def score(self, ctx: ScoreContext) -> dict[str, torch.Tensor]:
-        return {g.name: self.score_group(g, ctx).double() for g in ctx.groups}
+        scores = {}
+        for group in ctx.groups:
+            if self.kinds is not None and group.kind not in self.kinds:
+                continue
+            scores[group.name] = self.normalise(self.score_group(group, ctx).double())
+        return scores
 
     def score_group(self, group: UnitGroup, ctx: ScoreContext) -> torch.Tensor:
         raise NotImplementedError
+
+    def normalise(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores
+
+
+def mean_normalised(scores: torch.Tensor) -> torch.Tensor:
+    """Scores divided by their layer's mean, so one global threshold treats layers alike."""
+    mean = scores.abs().mean()
+    return scores / mean if mean > 0 else scores
 
 
 def per_unit_from_params(model: nn.Module, group: UnitGroup, reduce, only_types: tuple[type, ...] | None = None,
@@ -56,3 +77,20 @@ def per_unit_from_params(model: nn.Module, group: UnitGroup, reduce, only_types:
     if not per_slice:
         return None
     return torch.stack(per_slice).mean(0)
+
+
+def per_unit_from_consumers(group: UnitGroup, stats: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+    """A per-input-channel statistic ("<need>/<module>/<stat>" with module = each consumer) summed
+    over each unit's channels, averaged over the consumers that are not removed with the group
+    (depthwise convs are). `key` is "<need>/{module}/<stat>"."""
+    per_consumer = []
+    for consumer in group.consumers:
+        if consumer.depthwise:
+            continue
+        values = stats[key.format(module=consumer.module)].double()[consumer.channels]
+        unit_values = torch.zeros(group.size, dtype=torch.float64)
+        unit_values.index_add_(0, torch.tensor(consumer.units), values)
+        per_consumer.append(unit_values)
+    if not per_consumer:
+        raise ValueError(f"{group.name} has no consumer to read statistics at")
+    return torch.stack(per_consumer).mean(0)

@@ -11,11 +11,15 @@ from pipeline.core.errors import ModelError
 from pipeline.core.log import info, progress
 from pipeline.data import accuracy, calibration_loader, eval_loader
 from pipeline.scorers import SCORERS
-from pipeline.stages.common import StageContext, data_spec, dense_model, example_input
+from pipeline.stages.common import StageContext, compensation_of, data_spec, dense_model, example_input
 
 
 def needs_of(cfg) -> tuple[str, ...]:
-    return tuple(sorted(set(SCORERS.load(cfg.scorer).needs)))
+    """What the scorer reads, plus the activation means mean-shift compensation folds."""
+    needs = set(SCORERS.load(cfg.scorer).needs)
+    if compensation_of(cfg) == "mean":
+        needs.add("input_moments")
+    return tuple(sorted(needs))
 
 
 def run(ctx: StageContext) -> None:

@@ -48,6 +48,23 @@ def dense_model(cfg: RunConfig) -> torch.nn.Module:
     return build_model(cfg.model, cfg.weights, num_classes=classes)
 
 
+def scorer_class(cfg: RunConfig):
+    from pipeline.scorers import SCORERS
+
+    return SCORERS.load(cfg.scorer)
+
+
+def compensation_of(cfg: RunConfig) -> str:
+    """--compensate, or the scorer's own default (VBP: mean), else none."""
+    if cfg.compensate != "auto":
+        return cfg.compensate
+    return getattr(scorer_class(cfg), "compensation", "none")
+
+
+def ranking_of(cfg: RunConfig) -> str:
+    return cfg.ranking if cfg.ranking != "auto" else scorer_class(cfg).ranking
+
+
 def load_groups(run_dir: Path) -> list[UnitGroup]:
     return [UnitGroup.from_dict(g) for g in read_json(run_dir / "calibrate" / "groups.json")["groups"]]
 
@@ -56,11 +73,20 @@ def pruned_model(cfg: RunConfig, model_dir: Path, plan_dir: Path) -> torch.nn.Mo
     """Replay plan.json onto a fresh dense model, then load the pruned weights."""
     from safetensors.torch import load_file
 
+    from pipeline.compensation import add_bias
+
     plan = read_json(plan_dir / PLAN)
     model = dense_model(cfg)
-    groups = [UnitGroup.from_dict(g) for g in plan["groups"]]
-    removal = {g["name"]: g["removed"] for g in plan["groups"]}
-    apply_removal(model, example_input(cfg), groups, removal)
+    for name in plan.get("added_biases", []):  # compensation gave these layers a bias
+        add_bias(model.get_submodule(name))
+    if "steps" in plan:  # iterative pruning: each step in the indexing of the model before it
+        from pipeline.iterative import replay
+
+        replay(model, example_input(cfg), plan["steps"])
+    else:
+        groups = [UnitGroup.from_dict(g) for g in plan["groups"]]
+        removal = {g["name"]: g["removed"] for g in plan["groups"]}
+        apply_removal(model, example_input(cfg), groups, removal)
     weights = model_dir / MODEL_WEIGHTS
     if not weights.is_file():
         raise ArtifactError(f"{weights} is missing; re-run the stage that writes it")

@@ -1,5 +1,6 @@
-"""prune: choose the units to remove from the scores and the budget, remove them physically,
-re-estimate BatchNorm statistics, and save plan.json + model.safetensors (replayable, no pickles)."""
+"""prune: choose the units to remove from the scores and the budget, compensate what they leave
+behind (mean-shift or least-squares re-fit, when asked), remove them physically, re-estimate
+BatchNorm statistics, and save plan.json + model.safetensors (replayable, no pickles)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import math
 from safetensors.torch import load_file, save_file
 
 from exporters import TARGETS
-from pipeline import budget, macs, surgery
+from pipeline import budget, compensation, iterative, macs, surgery
 from pipeline.core.artifacts import read_json, write_json
-from pipeline.core.log import info
+from pipeline.core.log import info, progress
 from pipeline.data import accuracy, calibration_loader, eval_loader
-from pipeline.stages.common import PLAN, MODEL_WEIGHTS, StageContext, data_spec, dense_model, example_input, input_shape, load_groups
+from pipeline.stages.common import (PLAN, MODEL_WEIGHTS, StageContext, compensation_of, data_spec, dense_model,
+                                    example_input, input_shape, load_groups, ranking_of)
 
 
 def channel_block(targets: tuple[str, ...], precision: str) -> int:
@@ -30,35 +32,94 @@ def run(ctx: StageContext) -> None:
     example = example_input(cfg)
     groups = load_groups(ctx.run_dir)
     scores = load_file(str(ctx.stage_dir("score") / "scores.safetensors"))
+    stats = load_file(str(ctx.stage_dir("calibrate") / "stats.safetensors"))
     round_to = cfg.round_to or channel_block(cfg.targets, cfg.precision)
+    ranking, method = ranking_of(cfg), compensation_of(cfg)
     estimator = macs.MacsEstimator(model, example, groups)
-    ratio, kept, round_to, notes = budget.plan_budget(
-        groups, estimator, cfg.effective_ratio if cfg.macs_reduction is None else None, cfg.macs_reduction,
-        round_to, cfg.round_to is None, cfg.max_unit_ratio)
+    knob, kept, round_to, notes = budget.plan_budget(
+        groups, scores, estimator, cfg.effective_ratio if cfg.macs_reduction is None else None, cfg.macs_reduction,
+        round_to, cfg.round_to is None, cfg.max_unit_ratio, ranking)
     for note in notes:
         info(f"prune: {note}")
-    removal = {g.name: budget.lowest(scores[g.name], kept[g.name]) for g in groups}
-    pruned = copy.deepcopy(model)
-    surgery.apply_removal(pruned, example, groups, removal)
+    removal = {g.name: budget.lowest(scores[g.name], kept[g.name]) for g in groups if g.name in scores}
     spec = data_spec(cfg)
-    if cfg.bn_recalibration:
-        surgery.recalibrate_batchnorm(pruned, calibration_loader(spec, cfg.calib_samples, cfg.batch_size, cfg.seed, workers=cfg.workers))
+    calibration = lambda: calibration_loader(spec, cfg.calib_samples, cfg.batch_size, cfg.seed, workers=cfg.workers)  # noqa: E731
+    added_biases, steps = [], None
+    if cfg.iterative:
+        schedule = _iterative(cfg, ctx, model, example, groups, scores, kept, calibration)
+        pruned, steps = schedule.model, schedule.steps
+        notes += schedule.notes
+        write_json(ctx.out / "iterations.json", schedule.history)
+        kept = {g.name: g.size for g in groups}
+        for step in steps:
+            for name, units in step["removal"].items():
+                kept[name] -= len(units)
+    else:
+        pruned = copy.deepcopy(model)
+        added_biases = compensation.fold_means(pruned, groups, removal, stats) if method == "mean" else []
+        surgery.apply_removal(pruned, example, groups, removal)
+        if method == "lstsq":
+            consumers = {c.module for g in groups if removal.get(g.name) for c in g.consumers}
+            with progress(len(consumers), "least-squares re-fit", "layer") as bar:
+                compensation.refit_least_squares(model, pruned, groups, removal, calibration(), example, cfg.lstsq_ridge, bar.update)
+        if cfg.bn_recalibration:
+            surgery.recalibrate_batchnorm(pruned, calibration())
     dense_macs, dense_params = macs.count(model, example)
     pruned_macs, pruned_params = macs.count(pruned, example)
     one_shot = accuracy(pruned, eval_loader(spec, cfg.eval_samples, cfg.batch_size, cfg.seed, cfg.workers))
     analysis = read_json(ctx.stage_dir("calibrate") / "groups.json")
+    scorer_notes = read_json(ctx.stage_dir("score") / "notes.json")
     write_json(ctx.out / PLAN, {
         "model": cfg.model, "weights": cfg.weights, "input_shape": list(input_shape(cfg)), "scorer": cfg.scorer,
-        "ratio": ratio, "macs_reduction_target": cfg.macs_reduction, "round_to": round_to,
-        "notes": analysis["notes"] + notes,
-        "groups": [{**g.to_dict(), "removed": removal[g.name], "kept": g.size - len(removal[g.name])} for g in groups],
+        "ratio": knob, "ranking": ranking, "compensation": method, "bn_recalibration": cfg.bn_recalibration,
+        "macs_reduction_target": cfg.macs_reduction, "round_to": round_to, "added_biases": added_biases,
+        "notes": analysis["notes"] + scorer_notes + notes,
+        "groups": [{**g.to_dict(), "removed": removal.get(g.name, []) if steps is None else None,
+                    "kept": kept.get(g.name, g.size) if steps is not None else g.size - len(removal.get(g.name, []))} for g in groups],
+        **({"steps": steps} if steps is not None else {}),
     })
     save_file({k: v.contiguous() for k, v in pruned.state_dict().items()}, str(ctx.out / MODEL_WEIGHTS))
     metrics = {
         "dense": {"macs": dense_macs, "params": dense_params},
         "pruned": {"macs": pruned_macs, "params": pruned_params, "accuracy_one_shot": one_shot},
-        "macs_ratio": dense_macs / max(pruned_macs, 1), "ratio": ratio, "round_to": round_to,
+        "macs_ratio": dense_macs / max(pruned_macs, 1), "ratio": knob, "round_to": round_to,
     }
     write_json(ctx.out / "metrics.json", metrics)
-    message = f"prune: MACs {dense_macs / 1e6:.1f}M -> {pruned_macs / 1e6:.1f}M ({metrics['macs_ratio']:.2f}x), ratio {ratio:.3f}, channels rounded to {round_to}"
+    message = (f"prune: MACs {dense_macs / 1e6:.1f}M -> {pruned_macs / 1e6:.1f}M ({metrics['macs_ratio']:.2f}x), "
+               f"{ranking} ranking, compensation {method}, channels rounded to {round_to}")
     info(message + (f", one-shot accuracy {one_shot:.4f}" if one_shot is not None else ""))
+
+
+def _iterative(cfg, ctx, model, example, groups, scores, kept, calibration):
+    """Class-Aware Pruning's schedule towards the same final kept counts (pipeline.iterative)."""
+    from pipeline import calibration as collectors
+    from pipeline.core.errors import ConfigError
+    from pipeline.data import train_loader
+    from pipeline.scorers.base import ScoreContext
+    from pipeline.stages.common import scorer_class
+    from pipeline.training import finetune
+
+    if cfg.distill_epochs < 1:
+        raise ConfigError("--iterative fine-tunes between steps: give --distill-epochs >= 1")
+    spec = data_spec(cfg)
+    scorer = scorer_class(cfg)()
+    evaluation = eval_loader(spec, cfg.eval_samples, cfg.batch_size, cfg.seed, cfg.workers)
+    training = train_loader(spec, cfg.distill_samples, cfg.batch_size, cfg.seed, cfg.workers)
+
+    def rescore(current, current_groups):
+        consumers = sorted({c.module for g in current_groups for c in g.consumers})
+        stats = collectors.collect(current, calibration(), consumers, scorer.needs) if scorer.needs else {}
+        return scorer.score(ScoreContext(current, current_groups, stats, cfg.seed, [], {}, calibration))
+
+    def tune(student):
+        finetune(student, model, training, cfg.distill_epochs, cfg.distill_optimizer, cfg.distill_lr,
+                 cfg.distill_temperature, cfg.distill_alpha, cfg.regularize)
+
+    dense_accuracy = read_json(ctx.stage_dir("calibrate") / "accuracy.json")["dense"]
+    recalibrate = (lambda m: surgery.recalibrate_batchnorm(m, calibration())) if cfg.bn_recalibration else (lambda m: None)
+    schedule = iterative.run(model, example, groups, scores, kept, rescore, recalibrate, tune,
+                             lambda m: accuracy(m, evaluation), dense_accuracy, cfg.max_acc_drop, cfg.keep_layers)
+    for entry in schedule.history:
+        shown = f", accuracy {entry['accuracy']:.4f}" if entry["accuracy"] is not None else ""
+        info(f"prune: iterative step {entry['step']} removed {entry['removed']} units{shown}")
+    return schedule

@@ -72,6 +72,8 @@ def build_report(run_dir: Path, cfg) -> dict:
         "dense": {**metrics["dense"], "accuracy": dense_accuracy},
         "pruned": {"macs": metrics["pruned"]["macs"], "params": metrics["pruned"]["params"],
                    "accuracy": _final_accuracy(run_dir, one_shot), "accuracy_one_shot": one_shot},
+        "scorer_options": {"ranking": plan.get("ranking"), "compensation": plan.get("compensation"),
+                           "bn_recalibration": plan.get("bn_recalibration"), "snip_at_init": cfg.snip_at_init if cfg.scorer == "snip" else None},
         "macs_ratio": metrics["macs_ratio"], "macs_reduction_target": plan["macs_reduction_target"],
         "round_to": plan["round_to"], "distill_epochs": cfg.distill_epochs, "weights": plan["weights"], "data": cfg.data,
         "targets": {},
@@ -91,7 +93,8 @@ def _fmt(value, spec=".4f"):
 
 def markdown(report: dict) -> str:
     lines = [f"# Pruning report: {report['model']}", "",
-             f"Scorer `{report['scorer']}`, ratio {report['ratio']:.3f}, input {'x'.join(map(str, report['input_shape']))}, "
+             f"Scorer `{report['scorer']}` ({', '.join(f'{k} {v}' for k, v in report['scorer_options'].items() if v is not None)}), "
+             f"ratio {report['ratio']:.3f}, input {'x'.join(map(str, report['input_shape']))}, "
              f"channels rounded to {report['round_to']}, distillation epochs {report['distill_epochs']}.", "",
              "| | MACs | params | accuracy |", "|---|---:|---:|---:|"]
     for name in ("dense", "pruned"):

@@ -28,6 +28,29 @@ def test_lowest_removes_the_smallest_scores():
     assert budget.lowest(torch.tensor([1.0, 2.0]), kept=2) == []
 
 
+def _uniform_scores(groups):
+    return {g.name: torch.arange(g.size, dtype=torch.float64) for g in groups}
+
+
+def test_global_ranking_prunes_the_low_scoring_group_more():
+    from pipeline.surgery import UnitGroup
+
+    groups = [UnitGroup("a", "channel", 16, ["a"]), UnitGroup("b", "channel", 16, ["b"])]
+    scores = {"a": torch.linspace(10, 20, 16, dtype=torch.float64), "b": torch.linspace(0, 12, 16, dtype=torch.float64)}
+    kept = budget.Allocator(groups, scores, "global", 1, 0.9).kept(0.5)
+    assert kept["a"] > kept["b"] and kept["a"] + kept["b"] == 16
+    uniform = budget.Allocator(groups, scores, "uniform", 1, 0.9).kept(0.5)
+    assert uniform == {"a": 8, "b": 8}
+
+
+def test_unscored_groups_are_kept_whole():
+    from pipeline.surgery import UnitGroup
+
+    groups = [UnitGroup("a", "channel", 16, ["a"]), UnitGroup("heads", "head", 4, ["q"])]
+    kept = budget.Allocator(groups, {"a": torch.arange(16.0)}, "global", 1, 0.9).kept(0.5)
+    assert kept == {"a": 8}
+
+
 def _setup():
     model = build_model("cifar:resnet20").eval()
     example = torch.randn(1, 3, 32, 32)
@@ -37,21 +60,21 @@ def _setup():
 
 def test_macs_target_is_met_within_five_percent():
     groups, estimator = _setup()
-    ratio, kept, round_to, notes = budget.plan_budget(groups, estimator, None, 1.6, 8, True, 0.9)
+    ratio, kept, round_to, notes = budget.plan_budget(groups, _uniform_scores(groups), estimator, None, 1.6, 8, True, 0.9)
     reached = estimator.dense / estimator.estimate(kept)
     assert abs(reached / 1.6 - 1) <= 0.05 and 0 < ratio < 0.9 and round_to == 8 and notes == []
 
 
 def test_default_rounding_is_relaxed_when_the_target_needs_it():
     groups, estimator = _setup()
-    _, _, round_to, notes = budget.plan_budget(groups, estimator, None, 1.8, 16, True, 0.9)
+    _, _, round_to, notes = budget.plan_budget(groups, _uniform_scores(groups), estimator, None, 1.8, 16, True, 0.9)
     assert round_to < 16 and "rounded to" in notes[0]
 
 
 def test_explicit_rounding_that_cannot_reach_the_target_is_an_error():
     groups, estimator = _setup()
     with pytest.raises(ConfigError, match="out of reach"):
-        budget.plan_budget(groups, estimator, None, 1.8, 16, False, 0.9)
+        budget.plan_budget(groups, _uniform_scores(groups), estimator, None, 1.8, 16, False, 0.9)
 
 
 @pytest.mark.parametrize("kind", sorted(TINY_SPECS))

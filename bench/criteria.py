@@ -1,0 +1,123 @@
+"""Benchmark of issue 3: every scorer on the pretrained CIFAR-10 ResNets of ../shared at 2x and 3x
+fewer MACs. One-shot accuracy (BatchNorm re-estimated) with no compensation, with mean-shift
+compensation and with the least-squares re-fit; after 1 epoch of distillation (the scorer's own
+compensation); the time calibration + scoring took. Also ViT-B/16 (random weights) with VBP at 50%
+of the MLP neurons: MACs ratio and measured speedup on cpu and openvino.
+
+Rows are cached in bench/results/criteria.json, so an interrupted run resumes where it stopped; the
+README table is rewritten after every row. Usage:
+  python bench/criteria.py [--models resnet56,resnet20] [--budgets 2,3] [--scorers l1,vbp,...] [--no-distill] [--vit]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from common import ROOT, SHARED, cifar10_root, machine, write_results
+
+SCORERS = ("random", "l1", "l2", "bn-scale", "taylor", "vbp", "snip", "class-aware")
+VARIANTS = ("none", "mean", "lstsq")
+CACHE = ROOT / "bench" / "results" / "criteria.json"
+
+
+def one_shot(model: str, scorer: str, budget: float, compensate: str, distill: int) -> dict:
+    from pipeline.core.artifacts import read_json, read_manifest
+    from pipeline.core.config import build_config
+    from pipeline.runner import run_pipeline
+
+    out = ROOT / "bench" / "runs" / "criteria" / f"{model}-{scorer}-m{budget:g}-{compensate}"
+    cfg = build_config(model=f"cifar:{model}", weights=str(SHARED / "models" / f"{model}-cifar10.th"), data=str(cifar10_root()),
+                       scorer=scorer, macs_reduction=budget, compensate=compensate, targets=("cpu",), calib_samples=1024,
+                       batch_size=128, distill_epochs=distill, out=str(out))
+    run_dir = run_pipeline(cfg, until="distill" if distill else "prune")
+    metrics = read_json(run_dir / "prune" / "metrics.json")
+    row = {"accuracy": metrics["pruned"]["accuracy_one_shot"], "macs_ratio": metrics["macs_ratio"],
+           "dense": read_json(run_dir / "calibrate" / "accuracy.json")["dense"],
+           "score_seconds": read_manifest(run_dir / "calibrate")["seconds"] + read_manifest(run_dir / "score")["seconds"],
+           "prune_seconds": read_manifest(run_dir / "prune")["seconds"]}
+    if distill:
+        history = (run_dir / "distill" / "history.csv").read_text().strip().splitlines()
+        row["distilled"] = float(history[-1].split(",")[-1])
+    return row
+
+
+def vit_row() -> dict:
+    from pipeline.core.artifacts import read_json
+    from pipeline.core.config import build_config
+    from pipeline.runner import run_pipeline
+
+    cfg = build_config(model="torchvision:vit_b_16", scorer="vbp", ratio=0.5, targets=("cpu", "openvino"), calib_samples=64,
+                       batch_size=16, profile_seconds=3.0, out=str(ROOT / "bench" / "runs" / "criteria" / "vit_b_16-vbp"))
+    report = read_json(run_pipeline(cfg) / "report.json")
+    return {"macs_ratio": report["macs_ratio"], "targets": {t: {k: r[k] for k in ("speedup", "speedup_ci", "efficiency", "verdict")}
+                                                            for t, r in report["targets"].items()},
+            "dense_ms": {t: r["dense_ms"]["p50"] for t, r in report["targets"].items()},
+            "pruned_ms": {t: r["pruned_ms"]["p50"] for t, r in report["targets"].items()}}
+
+
+def table(cache: dict) -> str:
+    lines = [f"Pretrained CIFAR-10 ResNets of ../shared, CIFAR-10 JPEG test split (10,000 images), 1,024 class-stratified "
+             f"calibration images, BatchNorm re-estimated after removal, kept widths rounded to 8. Columns: one-shot accuracy "
+             f"with no compensation / mean-shift / least-squares re-fit; after 1 epoch of distillation (SGD lr 0.01, T 4, alpha 0.9) "
+             f"with the scorer's own compensation; seconds of calibration + scoring. Measured on {machine()}; "
+             f"'-' = not measured yet (`make bench-criteria` resumes).", "",
+             "| model | MACs | scorer | ranking | one-shot | + mean-shift | + lstsq re-fit | 1 epoch KD | calib+score s |",
+             "|---|---:|---|---|---:|---:|---:|---:|---:|"]
+    for key in sorted(cache):
+        if not key.startswith("cifar/"):
+            continue
+        _, model, budget, scorer = key.split("/")
+        r = cache[key]
+        cell = lambda v: f"{r[v]['accuracy']:.4f}" if v in r else "-"  # noqa: E731
+        distilled = next((r[v]["distilled"] for v in VARIANTS if v in r and "distilled" in r[v]), None)
+        seconds = next((r[v]["score_seconds"] for v in VARIANTS if v in r), None)
+        ranking = "global" if scorer in ("vbp", "snip") else "uniform"
+        lines.append(f"| {model} | {float(budget):g}x ({next(r[v]['macs_ratio'] for v in VARIANTS if v in r):.2f}) | {scorer} | {ranking} | "
+                     f"{cell('none')} | {cell('mean')} | {cell('lstsq')} | {f'{distilled:.4f}' if distilled else '-'} | "
+                     f"{f'{seconds:.0f}' if seconds else '-'} |")
+    if "vit" in cache:
+        v = cache["vit"]
+        lines += ["", f"ViT-B/16 (random weights), VBP removing 50% of the MLP hidden neurons (global ranking, mean-shift): "
+                      f"MACs ratio {v['macs_ratio']:.2f}.", "", "| target | dense p50 ms | pruned p50 ms | speedup [95% CI] | efficiency | verdict |",
+                  "|---|---:|---:|---:|---:|---|"]
+        for t, r in v["targets"].items():
+            lines.append(f"| {t} | {v['dense_ms'][t]:.1f} | {v['pruned_ms'][t]:.1f} | {r['speedup']:.2f} [{r['speedup_ci'][0]:.2f}, "
+                         f"{r['speedup_ci'][1]:.2f}] | {r['efficiency']:.2f} | {r['verdict']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", default="resnet56,resnet20")
+    parser.add_argument("--budgets", default="2,3")
+    parser.add_argument("--scorers", default=",".join(SCORERS))
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--no-distill", action="store_true")
+    parser.add_argument("--vit", action="store_true", help="also the ViT-B/16 VBP speed row")
+    args = parser.parse_args()
+    cache = json.loads(CACHE.read_text()) if CACHE.is_file() else {}
+    for model in args.models.split(","):
+        for budget in (float(b) for b in args.budgets.split(",")):
+            for scorer in args.scorers.split(","):
+                key = f"cifar/{model}/{budget:g}/{scorer}"
+                row = cache.setdefault(key, {})
+                own = "mean" if scorer == "vbp" else "none"
+                for variant in args.variants.split(","):
+                    distill = 0 if args.no_distill or variant != own else 1
+                    if variant in row and (not distill or "distilled" in row[variant]):
+                        continue
+                    started = time.time()
+                    row[variant] = one_shot(model, scorer, budget, variant, distill)
+                    print(f"{key} {variant}: {row[variant]} ({time.time() - started:.0f} s)", flush=True)
+                    CACHE.parent.mkdir(exist_ok=True)
+                    CACHE.write_text(json.dumps(cache, indent=1) + "\n")
+                    write_results("criteria", None, table(cache))
+    if args.vit and "vit" not in cache:
+        cache["vit"] = vit_row()
+        CACHE.write_text(json.dumps(cache, indent=1) + "\n")
+    write_results("criteria", None, table(cache))
+
+
+if __name__ == "__main__":
+    main()

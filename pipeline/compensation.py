@@ -1,0 +1,145 @@
+"""What removed units leave behind, put back into the layers that consumed them.
+
+- mean: mean-shift compensation (VBP, Berisha et al. 2025). A removed unit is replaced by its mean
+  activation on the calibration data, which a consumer turns into a constant it adds to its bias:
+  b' = b + W[:, P] mu_P (linear), b'[o] = b[o] + sum_k mu_k sum_rs W[o, k, r, s] (conv). Exact when
+  the removed activations are constant; for convs, away from zero-padded borders.
+- lstsq: beyond the papers. Each consumer is re-fitted by ridge least squares so that, on calibration
+  data, it reproduces the dense model's output of that layer from the inputs the already-pruned
+  earlier layers give it (layers in forward order; the Gram matrix accumulated over batches)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pipeline.surgery import UnitGroup, execution_order
+
+METHODS = ("none", "mean", "lstsq")
+
+
+def add_bias(module: nn.Module) -> bool:
+    """Give a conv or linear layer a zero bias; returns whether one was added."""
+    if module.bias is not None:
+        return False
+    out = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
+    module.bias = nn.Parameter(torch.zeros(out, dtype=module.weight.dtype))
+    return True
+
+
+def _removed_channels(group: UnitGroup, removed_units: set[int], consumer) -> list[int]:
+    return [c for c, u in zip(consumer.channels, consumer.units) if u in removed_units]
+
+
+@torch.no_grad()
+def fold_means(model: nn.Module, groups: list[UnitGroup], removal: dict[str, list[int]], stats: dict[str, torch.Tensor]) -> list[str]:
+    """Fold the removed units' mean activations into their consumers' biases, on the model *before*
+    removal (so the units' weights are still there). Returns the layers that got a new bias."""
+    added = []
+    for group in groups:
+        removed = set(removal.get(group.name, []))
+        if not removed:
+            continue
+        for consumer in group.consumers:
+            if consumer.depthwise:
+                continue  # removed together with the group
+            channels = _removed_channels(group, removed, consumer)
+            layer = model.get_submodule(consumer.module)
+            means = stats[f"input_moments/{consumer.module}/mean"][channels].to(layer.weight.dtype)
+            weight = layer.weight[:, channels]
+            if weight.dim() == 4:
+                weight = weight.sum(dim=(2, 3))
+            if add_bias(layer):
+                added.append(consumer.module)
+            layer.bias += weight @ means
+    return added
+
+
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass once the layer of interest has run."""
+
+
+def _capture(module: nn.Module, want: str):
+    """A hook that stores the module's input ("input") or output ("output") and stops the forward."""
+    store = {}
+
+    def pre_hook(mod, inputs):
+        store["value"] = inputs[0].detach()
+        raise _Stop
+
+    def post_hook(mod, inputs, output):
+        store["value"] = output.detach()
+        raise _Stop
+
+    handle = module.register_forward_pre_hook(pre_hook) if want == "input" else module.register_forward_hook(post_hook)
+    return store, handle
+
+
+def _run_until(model: nn.Module, inputs: torch.Tensor) -> None:
+    try:
+        model(inputs)
+    except _Stop:
+        pass
+
+
+def _as_rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Layer input as rows of the layer's receptive fields (im2col for convs)."""
+    if isinstance(layer, nn.Conv2d):
+        cols = F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
+        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    return x.reshape(-1, x.shape[-1])
+
+
+def _output_rows(y: torch.Tensor) -> torch.Tensor:
+    return y.permute(0, 2, 3, 1).reshape(-1, y.shape[1]) if y.dim() == 4 else y.reshape(-1, y.shape[-1])
+
+
+def _kept_outputs(groups: list[UnitGroup], removal: dict[str, list[int]], module: str, size: int) -> list[int]:
+    removed = set()
+    for group in groups:
+        units = set(removal.get(group.name, []))
+        for piece in group.params:
+            if piece.module == module and piece.param == "weight" and piece.dim == 0:
+                removed |= {p for p, u in zip(piece.positions, piece.units) if u in units}
+    return [o for o in range(size) if o not in removed]
+
+
+@torch.no_grad()
+def refit_least_squares(dense: nn.Module, pruned: nn.Module, groups: list[UnitGroup], removal: dict[str, list[int]],
+                        batches, example: torch.Tensor, ridge: float = 1e-3, progress=None) -> list[str]:
+    """Re-fit every consumer of a pruned group, in forward order; returns the layers re-fitted."""
+    consumers = {c.module for g in groups if removal.get(g.name) for c in g.consumers if not c.depthwise}
+    order = [name for name in execution_order(pruned, example) if name in consumers]
+    batches = list(batches)
+    dense.eval(), pruned.eval()
+    for name in order:
+        layer, reference = pruned.get_submodule(name), dense.get_submodule(name)
+        if isinstance(layer, nn.Conv2d) and layer.groups != 1:
+            continue
+        reference_size = reference.out_channels if isinstance(reference, nn.Conv2d) else reference.out_features
+        kept_out = _kept_outputs(groups, removal, name, reference_size)
+        gram = cross = None
+        for inputs, _ in batches:
+            x_store, x_handle = _capture(layer, "input")
+            y_store, y_handle = _capture(reference, "output")
+            try:
+                _run_until(pruned, inputs)
+                _run_until(dense, inputs)
+            finally:
+                x_handle.remove(), y_handle.remove()
+            rows = _as_rows(layer, x_store["value"]).double()
+            if layer.bias is not None:
+                rows = torch.cat([rows, torch.ones(rows.shape[0], 1, dtype=rows.dtype)], 1)
+            targets = _output_rows(y_store["value"]).double()[:, kept_out]
+            gram = rows.T @ rows if gram is None else gram + rows.T @ rows
+            cross = rows.T @ targets if cross is None else cross + rows.T @ targets
+        damping = ridge * gram.diagonal().mean()
+        solution = torch.linalg.solve(gram + damping * torch.eye(gram.shape[0], dtype=gram.dtype), cross).T
+        if layer.bias is not None:
+            layer.bias.copy_(solution[:, -1].to(layer.bias.dtype))
+            solution = solution[:, :-1]
+        layer.weight.copy_(solution.reshape(layer.weight.shape).to(layer.weight.dtype))
+        if progress is not None:
+            progress(1)
+    return order
