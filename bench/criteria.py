@@ -35,7 +35,8 @@ def one_shot(model: str, scorer: str, budget: float, compensate: str, distill: i
     row = {"accuracy": metrics["pruned"]["accuracy_one_shot"], "macs_ratio": metrics["macs_ratio"],
            "dense": read_json(run_dir / "calibrate" / "accuracy.json")["dense"],
            "score_seconds": read_manifest(run_dir / "calibrate")["seconds"] + read_manifest(run_dir / "score")["seconds"],
-           "prune_seconds": read_manifest(run_dir / "prune")["seconds"]}
+           "prune_seconds": read_manifest(run_dir / "prune")["seconds"],
+           "ranking": read_json(run_dir / "prune" / "plan.json")["ranking"]}
     if distill:
         history = (run_dir / "distill" / "history.csv").read_text().strip().splitlines()
         row["distilled"] = float(history[-1].split(",")[-1])
@@ -72,7 +73,7 @@ def table(cache: dict) -> str:
         cell = lambda v: f"{r[v]['accuracy']:.4f}" if v in r else "-"  # noqa: E731
         distilled = next((r[v]["distilled"] for v in VARIANTS if v in r and "distilled" in r[v]), None)
         seconds = next((r[v]["score_seconds"] for v in VARIANTS if v in r), None)
-        ranking = "global" if scorer in ("vbp", "snip") else "uniform"
+        ranking = next((r[v]["ranking"] for v in VARIANTS if v in r and "ranking" in r[v]), "-")
         lines.append(f"| {model} | {float(budget):g}x ({next(r[v]['macs_ratio'] for v in VARIANTS if v in r):.2f}) | {scorer} | {ranking} | "
                      f"{cell('none')} | {cell('mean')} | {cell('lstsq')} | {f'{distilled:.4f}' if distilled else '-'} | "
                      f"{f'{seconds:.0f}' if seconds else '-'} |")

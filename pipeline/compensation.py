@@ -105,33 +105,72 @@ def _kept_outputs(groups: list[UnitGroup], removal: dict[str, list[int]], module
     return [o for o in range(size) if o not in removed]
 
 
+CACHE_BYTES = 4 << 30  # dense layer outputs kept in memory for the re-fit; beyond it they are recomputed
+
+
+def _dense_outputs(dense: nn.Module, names: list[str], batches: list, kept: dict[str, list[int]]) -> dict | None:
+    """Every re-fitted layer's dense output (kept channels), per batch, from one pass; None when
+    that would take more than CACHE_BYTES."""
+    sizes = {}
+    handles = [dense.get_submodule(n).register_forward_hook(
+        lambda m, i, o, n=n: sizes.__setitem__(n, o[0].numel() * len(kept[n]) // o.shape[1 if o.dim() == 4 else -1]))
+        for n in names]
+    try:
+        dense(batches[0][0][:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    images = sum(b[0].shape[0] for b in batches)
+    if sum(sizes.values()) * images * 4 > CACHE_BYTES:
+        return None
+    outputs: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    handles = [dense.get_submodule(n).register_forward_hook(
+        lambda m, i, o, n=n: outputs[n].append(_output_rows(o.detach())[:, kept[n]].float())) for n in names]
+    try:
+        for inputs, _ in batches:
+            dense(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outputs
+
+
 @torch.no_grad()
 def refit_least_squares(dense: nn.Module, pruned: nn.Module, groups: list[UnitGroup], removal: dict[str, list[int]],
                         batches, example: torch.Tensor, ridge: float = 1e-3, progress=None) -> list[str]:
     """Re-fit every consumer of a pruned group, in forward order; returns the layers re-fitted."""
     consumers = {c.module for g in groups if removal.get(g.name) for c in g.consumers if not c.depthwise}
-    order = [name for name in execution_order(pruned, example) if name in consumers]
+    order = [name for name in execution_order(pruned, example) if name in consumers
+             and not (isinstance(pruned.get_submodule(name), nn.Conv2d) and pruned.get_submodule(name).groups != 1)]
     batches = list(batches)
     dense.eval(), pruned.eval()
+    kept = {}
+    for name in order:
+        reference = dense.get_submodule(name)
+        size = reference.out_channels if isinstance(reference, nn.Conv2d) else reference.out_features
+        kept[name] = _kept_outputs(groups, removal, name, size)
+    cached = _dense_outputs(dense, order, batches, kept)
     for name in order:
         layer, reference = pruned.get_submodule(name), dense.get_submodule(name)
-        if isinstance(layer, nn.Conv2d) and layer.groups != 1:
-            continue
-        reference_size = reference.out_channels if isinstance(reference, nn.Conv2d) else reference.out_features
-        kept_out = _kept_outputs(groups, removal, name, reference_size)
         gram = cross = None
-        for inputs, _ in batches:
+        for index, (inputs, _) in enumerate(batches):
             x_store, x_handle = _capture(layer, "input")
-            y_store, y_handle = _capture(reference, "output")
             try:
                 _run_until(pruned, inputs)
-                _run_until(dense, inputs)
             finally:
-                x_handle.remove(), y_handle.remove()
+                x_handle.remove()
+            if cached is not None:
+                targets = cached[name][index].double()
+            else:
+                y_store, y_handle = _capture(reference, "output")
+                try:
+                    _run_until(dense, inputs)
+                finally:
+                    y_handle.remove()
+                targets = _output_rows(y_store["value"]).double()[:, kept[name]]
             rows = _as_rows(layer, x_store["value"]).double()
             if layer.bias is not None:
                 rows = torch.cat([rows, torch.ones(rows.shape[0], 1, dtype=rows.dtype)], 1)
-            targets = _output_rows(y_store["value"]).double()[:, kept_out]
             gram = rows.T @ rows if gram is None else gram + rows.T @ rows
             cross = rows.T @ targets if cross is None else cross + rows.T @ targets
         damping = ridge * gram.diagonal().mean()

@@ -48,6 +48,10 @@ class Scorer:
     def score_group(self, group: UnitGroup, ctx: ScoreContext) -> torch.Tensor:
         raise NotImplementedError
 
+    def ranking_for(self, groups: list[UnitGroup]) -> str:
+        """How this criterion spreads the budget over these groups (see `ranking`)."""
+        return self.ranking
+
     def normalise(self, scores: torch.Tensor) -> torch.Tensor:
         return scores
 

@@ -61,8 +61,8 @@ def compensation_of(cfg: RunConfig) -> str:
     return getattr(scorer_class(cfg), "compensation", "none")
 
 
-def ranking_of(cfg: RunConfig) -> str:
-    return cfg.ranking if cfg.ranking != "auto" else scorer_class(cfg).ranking
+def ranking_of(cfg: RunConfig, groups: list[UnitGroup]) -> str:
+    return cfg.ranking if cfg.ranking != "auto" else scorer_class(cfg)().ranking_for(groups)
 
 
 def load_groups(run_dir: Path) -> list[UnitGroup]:

@@ -34,7 +34,7 @@ def run(ctx: StageContext) -> None:
     scores = load_file(str(ctx.stage_dir("score") / "scores.safetensors"))
     stats = load_file(str(ctx.stage_dir("calibrate") / "stats.safetensors"))
     round_to = cfg.round_to or channel_block(cfg.targets, cfg.precision)
-    ranking, method = ranking_of(cfg), compensation_of(cfg)
+    ranking, method = ranking_of(cfg, groups), compensation_of(cfg)
     estimator = macs.MacsEstimator(model, example, groups)
     knob, kept, round_to, notes = budget.plan_budget(
         groups, scores, estimator, cfg.effective_ratio if cfg.macs_reduction is None else None, cfg.macs_reduction,
@@ -62,8 +62,12 @@ def run(ctx: StageContext) -> None:
             consumers = {c.module for g in groups if removal.get(g.name) for c in g.consumers}
             with progress(len(consumers), "least-squares re-fit", "layer") as bar:
                 compensation.refit_least_squares(model, pruned, groups, removal, calibration(), example, cfg.lstsq_ridge, bar.update)
-        if cfg.bn_recalibration:
+        if cfg.bn_recalibration and method != "lstsq":
             surgery.recalibrate_batchnorm(pruned, calibration())
+        elif cfg.bn_recalibration:
+            # the re-fit restores each layer's dense output, so the dense BatchNorm statistics hold;
+            # re-estimating them on the calibration images measurably undoes part of the re-fit
+            notes.append("lstsq: BatchNorm statistics kept from the dense model (the re-fit restores the outputs they describe)")
     dense_macs, dense_params = macs.count(model, example)
     pruned_macs, pruned_params = macs.count(pruned, example)
     one_shot = accuracy(pruned, eval_loader(spec, cfg.eval_samples, cfg.batch_size, cfg.seed, cfg.workers))

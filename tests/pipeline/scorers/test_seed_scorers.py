@@ -96,3 +96,13 @@ def test_class_aware_counts_the_classes_each_filter_matters_to():
     scores = SCORERS.load("class-aware")().score(ctx)["pick"]
     assert torch.allclose(scores.round(), torch.tensor([1.0, 1.0, 1.0, 3.0], dtype=torch.float64))
     assert scores.argmin() < 3 and scores.argmax() == 3  # the single-class filters go first
+
+
+def test_vbp_ranks_mlp_neurons_globally_and_conv_channels_per_layer():
+    from pipeline.models import build_model
+    from tests.tiny_models import TINY_SPECS
+
+    vbp = SCORERS.load("vbp")()
+    for kind, expected in (("vit", "global"), ("resnet", "uniform")):
+        groups = surgery.analyse(build_model(TINY_SPECS[kind]).eval(), torch.randn(1, 3, 32, 32)).groups
+        assert vbp.ranking_for(groups) == expected
