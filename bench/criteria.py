@@ -65,9 +65,11 @@ def table(cache: dict) -> str:
              f"'-' = not measured yet (`make bench-criteria` resumes).", "",
              "| model | MACs | scorer | ranking | one-shot | + mean-shift | + lstsq re-fit | 1 epoch KD | calib+score s |",
              "|---|---:|---|---|---:|---:|---:|---:|---:|"]
-    for key in sorted(cache):
-        if not key.startswith("cifar/"):
-            continue
+    def order(key):
+        _, model, budget, scorer = key.split("/")
+        return (model, float(budget), SCORERS.index(scorer) if scorer in SCORERS else len(SCORERS), scorer)
+
+    for key in sorted((k for k in cache if k.startswith("cifar/")), key=order):
         _, model, budget, scorer = key.split("/")
         r = cache[key]
         cell = lambda v: f"{r[v]['accuracy']:.4f}" if v in r else "-"  # noqa: E731
