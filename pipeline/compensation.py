@@ -28,10 +28,6 @@ def add_bias(module: nn.Module) -> bool:
     return True
 
 
-def _removed_channels(group: UnitGroup, removed_units: set[int], consumer) -> list[int]:
-    return [c for c, u in zip(consumer.channels, consumer.units) if u in removed_units]
-
-
 @torch.no_grad()
 def fold_means(model: nn.Module, groups: list[UnitGroup], removal: dict[str, list[int]], stats: dict[str, torch.Tensor]) -> list[str]:
     """Fold the removed units' mean activations into their consumers' biases, on the model *before*
@@ -44,7 +40,7 @@ def fold_means(model: nn.Module, groups: list[UnitGroup], removal: dict[str, lis
         for consumer in group.consumers:
             if consumer.depthwise:
                 continue  # removed together with the group
-            channels = _removed_channels(group, removed, consumer)
+            channels = consumer.channels_of(removed)
             layer = model.get_submodule(consumer.module)
             means = stats[f"input_moments/{consumer.module}/mean"][channels].to(layer.weight.dtype)
             weight = layer.weight[:, channels]

@@ -88,10 +88,7 @@ def _stage_dir(run_dir: Path, spec: StageSpec, target: str | None) -> Path:
 
 
 def fingerprint(cfg: RunConfig, run_dir: Path, spec: StageSpec, target: str | None) -> str:
-    keys = spec.config_keys
-    if spec.name == "prune" and not cfg.iterative:  # fine-tuning settings matter to prune only when iterative
-        keys = tuple(k for k in keys if not k.startswith("distill_") and k != "regularize")
-    parts = {"stage": spec.name, "target": target, "config": {k: getattr(cfg, k) for k in keys}}
+    parts = {"stage": spec.name, "target": target, "config": {k: getattr(cfg, k) for k in spec.keys_for(cfg)}}
     if spec.name == "calibrate":
         from pipeline.stages.calibrate import needs_of
 
@@ -139,7 +136,7 @@ def run_stage(cfg: RunConfig, run_dir: Path, name: str, target: str | None = Non
     stage_function = getattr(importlib.import_module(module_name), function)
     from pipeline.stages.common import StageContext
 
-    with StageWriter(directory, name, {k: getattr(cfg, k) for k in spec.config_keys}, key) as writer:
+    with StageWriter(directory, name, {k: getattr(cfg, k) for k in spec.keys_for(cfg)}, key) as writer:
         stage_function(StageContext(cfg=cfg, run_dir=run_dir, out=writer.path, target=target))
     if name == "report":
         _publish_report(run_dir)

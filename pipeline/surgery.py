@@ -40,6 +40,10 @@ class Consumer:
     units: list[int]
     depthwise: bool = False
 
+    def channels_of(self, units: set[int]) -> list[int]:
+        """The input channels of this consumer that carry any of `units`."""
+        return [c for c, u in zip(self.channels, self.units) if u in units]
+
 
 @dataclass
 class UnitGroup:
@@ -291,7 +295,7 @@ def _removal_is_exact(model: nn.Module, example: torch.Tensor, groups: list[Unit
                     if consumer.depthwise:
                         continue
                     weight = probe.get_submodule(consumer.module).weight
-                    weight[:, [c for c, u in zip(consumer.channels, consumer.units) if u in units]] = 0.0
+                    weight[:, consumer.channels_of(units)] = 0.0
             reference = probe(example)
         apply_removal(probe, example, groups, {g.name: _trial_units(g) for g in trial}, check=False)
         with torch.no_grad():

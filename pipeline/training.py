@@ -9,8 +9,6 @@ import torch.nn.functional as F
 
 from pipeline.data import SYNTHETIC_LABEL
 
-REGULARISERS = ("none", "class-aware")
-
 
 def distillation_loss(student_logits, teacher_logits, labels, temperature: float, alpha: float) -> torch.Tensor:
     """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(labels); KD alone without labels."""

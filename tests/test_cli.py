@@ -68,6 +68,7 @@ BAD_INPUTS = [
     (["--target", "gpu9"], "unknown target 'gpu9'; valid targets: cpu, openvino"),
     (["--data", "NOCLASSES"], "has no class folders"),
     (["--input-shape", "3,32,32"], "--input-shape must be N,C,H,W"),
+    (["--iterative"], "--iterative fine-tunes between steps: give --distill-epochs >= 1"),
     (["--model", "tests.tiny_models:tiny_padded"], "nothing in tests.tiny_models:tiny_padded can be pruned: widen"),
     (["--out", "AFILE/run"], "cannot write to"),
 ]

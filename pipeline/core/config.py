@@ -14,6 +14,7 @@ from pipeline.core.errors import ConfigError
 PRECISIONS = ("fp32", "fp16", "int8")
 RANKINGS = ("auto", "uniform", "global")
 COMPENSATIONS = ("auto", "none", "mean", "lstsq")
+REGULARISERS = ("none", "class-aware")
 OPTIMIZERS = ("sgd", "adamw")
 
 
@@ -95,8 +96,10 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"unknown compensation '{cfg.compensate}'; valid: {', '.join(COMPENSATIONS)}")
     if cfg.lstsq_ridge <= 0:
         raise ConfigError(f"lstsq_ridge must be > 0, got {cfg.lstsq_ridge}")
-    if cfg.regularize not in ("none", "class-aware"):
-        raise ConfigError(f"unknown regulariser '{cfg.regularize}'; valid: none, class-aware")
+    if cfg.regularize not in REGULARISERS:
+        raise ConfigError(f"unknown regulariser '{cfg.regularize}'; valid: {', '.join(REGULARISERS)}")
+    if cfg.iterative and cfg.distill_epochs < 1:
+        raise ConfigError("--iterative fine-tunes between steps: give --distill-epochs >= 1")
     if cfg.max_acc_drop < 0:
         raise ConfigError(f"--max-acc-drop must be >= 0, got {cfg.max_acc_drop}")
     if cfg.distill_optimizer not in OPTIMIZERS:

@@ -56,6 +56,11 @@ class Scorer:
         return scores
 
 
+def sum_per_unit(size: int, units: list[int], values: torch.Tensor) -> torch.Tensor:
+    """Values given per channel (or per weight row) summed into the unit each belongs to."""
+    return torch.zeros(size, dtype=torch.float64).index_add_(0, torch.tensor(units), values.double())
+
+
 def mean_normalised(scores: torch.Tensor) -> torch.Tensor:
     """Scores divided by their layer's mean, so one global threshold treats layers alike."""
     mean = scores.abs().mean()
@@ -75,9 +80,7 @@ def per_unit_from_params(model: nn.Module, group: UnitGroup, reduce, only_types:
         tensor = tensors[full_name] if tensors is not None else getattr(module, piece.param)
         values = tensor.detach().double().movedim(piece.dim, 0)[piece.positions]
         values = reduce(values).reshape(len(piece.positions), -1).sum(1)
-        unit_scores = torch.zeros(group.size, dtype=torch.float64)
-        unit_scores.index_add_(0, torch.tensor(piece.units), values)
-        per_slice.append(unit_scores)
+        per_slice.append(sum_per_unit(group.size, piece.units, values))
     if not per_slice:
         return None
     return torch.stack(per_slice).mean(0)
@@ -91,10 +94,8 @@ def per_unit_from_consumers(group: UnitGroup, stats: dict[str, torch.Tensor], ke
     for consumer in group.consumers:
         if consumer.depthwise:
             continue
-        values = stats[key.format(module=consumer.module)].double()[consumer.channels]
-        unit_values = torch.zeros(group.size, dtype=torch.float64)
-        unit_values.index_add_(0, torch.tensor(consumer.units), values)
-        per_consumer.append(unit_values)
+        values = stats[key.format(module=consumer.module)][consumer.channels]
+        per_consumer.append(sum_per_unit(group.size, consumer.units, values))
     if not per_consumer:
         raise ValueError(f"{group.name} has no consumer to read statistics at")
     return torch.stack(per_consumer).mean(0)

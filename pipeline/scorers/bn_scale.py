@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from pipeline.scorers.base import Scorer, ScoreContext, per_unit_from_params
+from pipeline.scorers.base import Scorer, ScoreContext, per_unit_from_params, sum_per_unit
 from pipeline.surgery import UnitGroup
 
 
@@ -17,8 +17,6 @@ class BNScaleScorer(Scorer):
         if not gammas:
             ctx.notes.append(f"bn-scale: {group.name} has no BatchNorm, scored by L1 instead")
             return per_unit_from_params(ctx.model, group, torch.abs)
-        scores = torch.zeros(group.size, dtype=torch.float64)
-        for piece in gammas:
-            gamma = ctx.model.get_submodule(piece.module).weight.detach().double().abs()
-            scores.index_add_(0, torch.tensor(piece.units), gamma[piece.positions])
-        return scores / len(gammas)
+        scores = [sum_per_unit(group.size, piece.units, ctx.model.get_submodule(piece.module).weight.detach().abs()[piece.positions])
+                  for piece in gammas]
+        return torch.stack(scores).mean(0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.scorers.base import Scorer, ScoreContext
+from pipeline.scorers.base import Scorer, ScoreContext, sum_per_unit
 from pipeline.surgery import UnitGroup
 
 TAU = 0.1
@@ -48,9 +48,7 @@ class ClassAwareScorer(Scorer):
 
     @staticmethod
     def _per_unit(group, consumer, channel_values: torch.Tensor, mean: bool) -> torch.Tensor:
-        units = torch.tensor(consumer.units)
-        totals = torch.zeros(group.size, dtype=torch.float64).index_add_(0, units, channel_values)
+        totals = sum_per_unit(group.size, consumer.units, channel_values)
         if not mean:
             return totals
-        counts = torch.zeros(group.size, dtype=torch.float64).index_add_(0, units, torch.ones(len(units), dtype=torch.float64))
-        return totals / counts.clamp_min(1)
+        return totals / sum_per_unit(group.size, consumer.units, torch.ones(len(consumer.units))).clamp_min(1)

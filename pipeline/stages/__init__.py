@@ -9,6 +9,10 @@ class StageSpec:
     path: str  # "module:function"
     config_keys: tuple[str, ...]  # the RunConfig fields its output depends on
     per_target: bool = False
+    iterative_keys: tuple[str, ...] = ()  # fields it depends on only with --iterative
+
+    def keys_for(self, cfg) -> tuple[str, ...]:
+        return self.config_keys + (self.iterative_keys if cfg.iterative else ())
 
 
 STAGES = (
@@ -17,9 +21,9 @@ STAGES = (
     StageSpec("score", "pipeline.stages.score:run", ("scorer", "seed", "snip_at_init", "calib_samples", "batch_size")),
     StageSpec("prune", "pipeline.stages.prune:run",
               ("ratio", "macs_reduction", "round_to", "max_unit_ratio", "ranking", "compensate", "lstsq_ridge",
-               "bn_recalibration", "targets", "precision", "calib_samples", "batch_size", "eval_samples",
-               "iterative", "max_acc_drop", "distill_epochs", "distill_optimizer", "distill_lr", "distill_temperature",
-               "distill_alpha", "distill_samples", "regularize")),
+               "bn_recalibration", "targets", "precision", "calib_samples", "batch_size", "eval_samples", "iterative"),
+              iterative_keys=("max_acc_drop", "distill_epochs", "distill_optimizer", "distill_lr", "distill_temperature",
+                              "distill_alpha", "distill_samples", "regularize")),
     StageSpec("distill", "pipeline.stages.distill:run",
               ("distill_epochs", "distill_temperature", "distill_alpha", "distill_optimizer", "distill_lr", "distill_samples",
                "regularize", "batch_size", "eval_samples")),

@@ -10,13 +10,12 @@ from pipeline.core.artifacts import write_json
 from pipeline.core.errors import ModelError
 from pipeline.core.log import info, progress
 from pipeline.data import accuracy, calibration_loader, eval_loader
-from pipeline.scorers import SCORERS
-from pipeline.stages.common import StageContext, compensation_of, data_spec, dense_model, example_input
+from pipeline.stages.common import StageContext, compensation_of, data_spec, dense_model, example_input, scorer_class
 
 
 def needs_of(cfg) -> tuple[str, ...]:
     """What the scorer reads, plus the activation means mean-shift compensation folds."""
-    needs = set(SCORERS.load(cfg.scorer).needs)
+    needs = set(scorer_class(cfg).needs)
     if compensation_of(cfg) == "mean":
         needs.add("input_moments")
     return tuple(sorted(needs))

@@ -97,14 +97,11 @@ def run(ctx: StageContext) -> None:
 def _iterative(cfg, ctx, model, example, groups, scores, kept, calibration):
     """Class-Aware Pruning's schedule towards the same final kept counts (pipeline.iterative)."""
     from pipeline import calibration as collectors
-    from pipeline.core.errors import ConfigError
     from pipeline.data import train_loader
     from pipeline.scorers.base import ScoreContext
     from pipeline.stages.common import scorer_class
     from pipeline.training import finetune
 
-    if cfg.distill_epochs < 1:
-        raise ConfigError("--iterative fine-tunes between steps: give --distill-epochs >= 1")
     spec = data_spec(cfg)
     scorer = scorer_class(cfg)()
     evaluation = eval_loader(spec, cfg.eval_samples, cfg.batch_size, cfg.seed, cfg.workers)

@@ -53,4 +53,3 @@ def run(ctx: StageContext) -> None:
     write_json(ctx.out / "notes.json", notes)
     for note in notes[:5]:
         info(f"score: {note}")
-

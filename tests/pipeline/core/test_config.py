@@ -32,6 +32,9 @@ def test_unknown_yaml_key_is_an_error(tmp_path):
     ({"input_shape": (3, 32, 32)}, "N,C,H,W"),
     ({"precision": "fp8"}, "unknown precision"),
     ({"calib_samples": 0}, "calib-samples must be >= 1"),
+    ({"iterative": True}, "--iterative fine-tunes between steps"),
+    ({"compensate": "median"}, "unknown compensation"),
+    ({"regularize": "l0"}, "unknown regulariser"),
 ])
 def test_bad_values_are_rejected(changes, message):
     with pytest.raises(ConfigError, match=message):
