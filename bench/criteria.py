@@ -1,12 +1,14 @@
-"""Benchmark of issue 3: every scorer on the pretrained CIFAR-10 ResNets of ../shared at 2x and 3x
-fewer MACs. One-shot accuracy (BatchNorm re-estimated) with no compensation, with mean-shift
-compensation and with the least-squares re-fit; after 1 epoch of distillation (the scorer's own
-compensation); the time calibration + scoring took. Also ViT-B/16 (random weights) with VBP at 50%
-of the MLP neurons: MACs ratio and measured speedup on cpu and openvino.
+"""Every scorer on the pretrained CIFAR-10 ResNets of ../shared at 2x and 3x fewer MACs, and CoSeP and
+C-SWAP also at the budget they choose themselves ("own"). One-shot accuracy (BatchNorm re-estimated)
+with no compensation, with mean-shift compensation and with the least-squares re-fit; after 1 epoch
+of distillation (the scorer's own compensation); the time calibration + scoring took. Also ViT-B/16
+(random weights) with VBP at 50% of the MLP neurons: MACs ratio and measured speedup on cpu and
+openvino.
 
 Rows are cached in bench/results/criteria.json, so an interrupted run resumes where it stopped; the
-README table is rewritten after every row. Usage:
-  python bench/criteria.py [--models resnet56,resnet20] [--budgets 2,3] [--scorers l1,vbp,...] [--no-distill] [--vit]"""
+README table is rewritten after every row. The budgets of one scorer and compensation share a run
+directory, so they share its calibration and scores. Usage:
+  python bench/criteria.py [--models resnet56,resnet20] [--budgets own,2,3] [--scorers l1,vbp,...] [--no-distill] [--vit]"""
 
 from __future__ import annotations
 
@@ -16,17 +18,19 @@ import time
 
 from common import ROOT, SHARED, cifar10_root, machine, write_results
 
-SCORERS = ("random", "l1", "l2", "bn-scale", "taylor", "vbp", "snip", "class-aware")
+SCORERS = ("random", "l1", "l2", "bn-scale", "taylor", "vbp", "snip", "class-aware", "cosep", "cswap")
+OWN_BUDGET = ("cosep", "cswap")  # criteria that choose each layer's count
 VARIANTS = ("none", "mean", "lstsq")
+ONLY = {"cswap": ("none",)}  # C-SWAP intervenes per compensation: one scoring (minutes) per variant
 CACHE = ROOT / "bench" / "results" / "criteria.json"
 
 
-def one_shot(model: str, scorer: str, budget: float, compensate: str, distill: int) -> dict:
+def one_shot(model: str, scorer: str, budget: float | None, compensate: str, distill: int) -> dict:
     from pipeline.core.artifacts import read_json, read_manifest
     from pipeline.core.config import build_config
     from pipeline.runner import run_pipeline
 
-    out = ROOT / "bench" / "runs" / "criteria" / f"{model}-{scorer}-m{budget:g}-{compensate}"
+    out = ROOT / "bench" / "runs" / "criteria" / f"{model}-{scorer}-{compensate}"
     cfg = build_config(model=f"cifar:{model}", weights=str(SHARED / "models" / f"{model}-cifar10.th"), data=str(cifar10_root()),
                        scorer=scorer, macs_reduction=budget, compensate=compensate, targets=("cpu",), calib_samples=1024,
                        batch_size=128, distill_epochs=distill, out=str(out))
@@ -67,7 +71,7 @@ def table(cache: dict) -> str:
              "|---|---:|---|---|---:|---:|---:|---:|---:|"]
     def order(key):
         _, model, budget, scorer = key.split("/")
-        return (model, float(budget), SCORERS.index(scorer) if scorer in SCORERS else len(SCORERS), scorer)
+        return (model, 0.0 if budget == "own" else float(budget), SCORERS.index(scorer) if scorer in SCORERS else len(SCORERS), scorer)
 
     for key in sorted((k for k in cache if k.startswith("cifar/")), key=order):
         _, model, budget, scorer = key.split("/")
@@ -76,7 +80,8 @@ def table(cache: dict) -> str:
         distilled = next((r[v]["distilled"] for v in VARIANTS if v in r and "distilled" in r[v]), None)
         seconds = next((r[v]["score_seconds"] for v in VARIANTS if v in r), None)
         ranking = next((r[v]["ranking"] for v in VARIANTS if v in r and "ranking" in r[v]), "-")
-        lines.append(f"| {model} | {float(budget):g}x ({next(r[v]['macs_ratio'] for v in VARIANTS if v in r):.2f}) | {scorer} | {ranking} | "
+        reached = next(r[v]['macs_ratio'] for v in VARIANTS if v in r)
+        lines.append(f"| {model} | {'own' if budget == 'own' else f'{float(budget):g}x'} ({reached:.2f}) | {scorer} | {ranking} | "
                      f"{cell('none')} | {cell('mean')} | {cell('lstsq')} | {f'{distilled:.4f}' if distilled else '-'} | "
                      f"{f'{seconds:.0f}' if seconds else '-'} |")
     if "vit" in cache:
@@ -93,7 +98,7 @@ def table(cache: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default="resnet56,resnet20")
-    parser.add_argument("--budgets", default="2,3")
+    parser.add_argument("--budgets", default="own,2,3")
     parser.add_argument("--scorers", default=",".join(SCORERS))
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--no-distill", action="store_true")
@@ -101,17 +106,21 @@ def main() -> None:
     args = parser.parse_args()
     cache = json.loads(CACHE.read_text()) if CACHE.is_file() else {}
     for model in args.models.split(","):
-        for budget in (float(b) for b in args.budgets.split(",")):
+        for budget in args.budgets.split(","):
             for scorer in args.scorers.split(","):
-                key = f"cifar/{model}/{budget:g}/{scorer}"
+                if budget == "own" and scorer not in OWN_BUDGET:
+                    continue
+                key = f"cifar/{model}/{budget if budget == 'own' else f'{float(budget):g}'}/{scorer}"
                 row = cache.setdefault(key, {})
                 own = "mean" if scorer == "vbp" else "none"
                 for variant in args.variants.split(","):
+                    if variant not in ONLY.get(scorer, VARIANTS):
+                        continue
                     distill = 0 if args.no_distill or variant != own else 1
                     if variant in row and (not distill or "distilled" in row[variant]):
                         continue
                     started = time.time()
-                    row[variant] = one_shot(model, scorer, budget, variant, distill)
+                    row[variant] = one_shot(model, scorer, None if budget == "own" else float(budget), variant, distill)
                     print(f"{key} {variant}: {row[variant]} ({time.time() - started:.0f} s)", flush=True)
                     CACHE.parent.mkdir(exist_ok=True)
                     CACHE.write_text(json.dumps(cache, indent=1) + "\n")

@@ -71,6 +71,52 @@ class Allocator:
         return global_kept(self.groups, self.scores, threshold, self.round_to, self.max_unit_ratio)
 
 
+class ScaledAllocator:
+    """For criteria that choose each group's kept count themselves (CoSeP, C-SWAP): a budget flag
+    scales those counts by one factor, so the layers keep their relative widths. The knob runs
+    geometrically from the factor that keeps everything (0) to 1/100 of the chosen counts (1)."""
+
+    ranking = "scaled"
+    SMALLEST = 0.01
+
+    def __init__(self, groups, own: dict[str, int], round_to: int, max_unit_ratio: float):
+        self.groups = [g for g in groups if g.name in own]
+        self.own, self.round_to, self.max_unit_ratio = own, round_to, max_unit_ratio
+        self.largest = max([g.size / max(own[g.name], 1) for g in self.groups], default=1.0)
+
+    def factor(self, knob: float) -> float:
+        return self.largest ** (1.0 - knob) * self.SMALLEST**knob
+
+    def kept(self, knob: float) -> dict[str, int]:
+        if knob <= 0.0:
+            return {g.name: g.size for g in self.groups}
+        factor = self.factor(knob)
+        return {g.name: g.size if self.own[g.name] * factor >= g.size
+                else _clamp(g.size, self.own[g.name] * factor, _step(g.kind, self.round_to), self.max_unit_ratio)
+                for g in self.groups}
+
+
+def own_budget(groups, own: dict[str, int], max_unit_ratio: float) -> tuple[dict[str, int], list[str]]:
+    """The criterion's counts as they are, only kept within what removal allows (>= 1 unit, at most
+    `max_unit_ratio` removed)."""
+    kept, clamped = {}, []
+    for g in groups:
+        if g.name not in own:
+            continue
+        floor = max(1, math.ceil(g.size * (1.0 - max_unit_ratio)))
+        kept[g.name] = min(g.size, max(own[g.name], floor))
+        if kept[g.name] != own[g.name]:
+            clamped.append(g.name)
+    notes = [f"{len(clamped)} group(s) kept more units than the criterion chose: at most {max_unit_ratio:.0%} of a group "
+             f"is removed ({', '.join(clamped[:3])}{', ...' if len(clamped) > 3 else ''})"] if clamped else []
+    return kept, notes
+
+
+def removed_fraction(groups, kept: dict[str, int]) -> float:
+    total = sum(g.size for g in groups if g.name in kept)
+    return 1.0 - sum(kept.values()) / max(total, 1)
+
+
 def search(allocator: Allocator, estimator, target: float, steps: int = 400) -> tuple[float, dict[str, int], float]:
     """The knob whose MACs reduction is closest to `target`: (knob, kept counts, reached)."""
     best = (0.0, allocator.kept(0.0), 1.0)
@@ -85,16 +131,27 @@ def search(allocator: Allocator, estimator, target: float, steps: int = 400) -> 
 
 
 def plan_budget(groups, scores, estimator, ratio: float | None, macs_reduction: float | None, round_to: int,
-                round_to_is_default: bool, max_unit_ratio: float, ranking: str = "uniform"):
-    """(knob, kept counts, round_to used, notes). With a MACs target a default rounding is relaxed
-    (halved) when it makes the target unreachable; an explicit --round-to never is."""
+                round_to_is_default: bool, max_unit_ratio: float, ranking: str = "uniform", own: dict[str, int] | None = None):
+    """(knob, kept counts, round_to used, notes). `own`: the counts a criterion chose itself, used as
+    they are without a budget flag and scaled to meet one. With a MACs target a default rounding is
+    relaxed (halved) when it makes the target unreachable; an explicit --round-to never is."""
     notes: list[str] = []
+
+    def allocator_for(step: int):
+        return ScaledAllocator(groups, own, step, max_unit_ratio) if own else Allocator(groups, scores, ranking, step, max_unit_ratio)
+
+    if own and ratio is None and macs_reduction is None:
+        kept, notes = own_budget(groups, own, max_unit_ratio)
+        return removed_fraction(groups, kept), kept, 1, notes
     if macs_reduction is None:
-        allocator = Allocator(groups, scores, ranking, round_to, max_unit_ratio)
+        allocator = allocator_for(round_to)
+        if own:  # the scale whose removed fraction of units is closest to the ratio
+            knob = min((i / 400 for i in range(401)), key=lambda k: abs(removed_fraction(groups, allocator.kept(k)) - ratio))
+            return knob, allocator.kept(knob), round_to, notes
         return ratio, allocator.kept(ratio), round_to, notes
     step = round_to
     while True:
-        allocator = Allocator(groups, scores, ranking, step, max_unit_ratio)
+        allocator = allocator_for(step)
         knob, kept, reached = search(allocator, estimator, macs_reduction)
         if abs(reached / macs_reduction - 1.0) <= TOLERANCE:
             if step != round_to:

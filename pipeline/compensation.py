@@ -132,12 +132,18 @@ def _dense_outputs(dense: nn.Module, names: list[str], batches: list, kept: dict
 
 
 @torch.no_grad()
+def refit_order(pruned: nn.Module, groups: list[UnitGroup], removal: dict[str, list[int]], example: torch.Tensor) -> list[str]:
+    """The layers the re-fit solves, in forward order: consumers of pruned groups, except grouped and
+    depthwise convs (their inputs are not shared across outputs; they lose channels with the group)."""
+    consumers = {c.module for g in groups if removal.get(g.name) for c in g.consumers if not c.depthwise}
+    return [name for name in execution_order(pruned, example) if name in consumers
+            and not (isinstance(pruned.get_submodule(name), nn.Conv2d) and pruned.get_submodule(name).groups != 1)]
+
+
 def refit_least_squares(dense: nn.Module, pruned: nn.Module, groups: list[UnitGroup], removal: dict[str, list[int]],
                         batches, example: torch.Tensor, ridge: float = 1e-3, progress=None) -> list[str]:
     """Re-fit every consumer of a pruned group, in forward order; returns the layers re-fitted."""
-    consumers = {c.module for g in groups if removal.get(g.name) for c in g.consumers if not c.depthwise}
-    order = [name for name in execution_order(pruned, example) if name in consumers
-             and not (isinstance(pruned.get_submodule(name), nn.Conv2d) and pruned.get_submodule(name).groups != 1)]
+    order = refit_order(pruned, groups, removal, example)
     batches = list(batches)
     dense.eval(), pruned.eval()
     kept = {}

@@ -26,7 +26,14 @@ UPSTREAM = {
 
 def default_run_name(cfg: RunConfig) -> str:
     model = re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg.model.split(":")[-1])
-    budget = f"m{cfg.macs_reduction:g}" if cfg.macs_reduction else f"r{cfg.effective_ratio:g}"
+    from pipeline.stages.common import scorer_class
+
+    if cfg.macs_reduction:
+        budget = f"m{cfg.macs_reduction:g}"
+    elif cfg.ratio is None and getattr(scorer_class(cfg), "chooses_budget", False):
+        budget = "auto"  # CoSeP, C-SWAP: the criterion decides each layer's count
+    else:
+        budget = f"r{cfg.effective_ratio:g}"
     return f"{model}-{cfg.scorer}-{budget}"
 
 

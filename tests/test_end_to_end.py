@@ -157,3 +157,37 @@ def test_iterative_schedule_with_class_aware_regularisation(tmp_path, image_fold
     assert len(plan["steps"]) == 3  # 30% in steps of at most 10%
     assert len(json.loads((out / "prune" / "iterations.json").read_text())) == 3
     assert json.loads((out / "export" / "parity.json").read_text())["pruned"]["max_abs"] < 1e-4  # the replay is exact
+
+
+def test_cosep_without_a_budget_flag_reports_the_counts_it_chose(tmp_path, image_folder):
+    out = tmp_path / "run"
+    run_cli("--model", TINY_SPECS["resnet"], "--data", str(image_folder), "--scorer", "cosep", "--out", str(out))
+    report = json.loads((out / "report.json").read_text())
+    chosen = [l for l in report["layers"] if "chosen" in l]
+    assert chosen and all(l["kept"] == l["chosen"] and "k" in l and "knee" in l for l in chosen)
+    assert report["own_budget"]["macs_ratio"] == pytest.approx(report["macs_ratio"], rel=1e-6)
+    assert report["own_budget"]["scaled"] is False
+    assert "chosen by the criterion" in (out / "report.md").read_text()
+    rows = list(csv.DictReader((out / "score" / "scores.csv").open()))
+    assert {"cluster", "representative"} <= set(rows[0])
+
+
+def test_cswap_scaled_to_a_macs_target_writes_its_evidence(tmp_path, image_folder):
+    out = tmp_path / "run"
+    run_cli("--model", TINY_SPECS["resnet"], "--data", str(image_folder), "--scorer", "cswap", "--macs-reduction", "1.5",
+            "--round-to", "1", "--out", str(out))
+    report = json.loads((out / "report.json").read_text())
+    assert report["macs_ratio"] == pytest.approx(1.5, rel=0.05) and report["own_budget"]["scaled"] is True
+    rows = list(csv.DictReader((out / "score" / "scores.csv").open()))
+    assert {"effect", "t_lowest", "t_highest", "category", "removed_in_progressive"} <= set(rows[0])
+    assert {r["category"] for r in rows} <= {"critical", "neutral", "detrimental"}
+    assert any("cswap:" in note for note in report["notes"])
+
+
+def test_a_run_with_the_criterions_own_budget_is_named_auto(tmp_path):
+    from pipeline.core.config import build_config
+    from pipeline.runner import default_run_name
+
+    assert default_run_name(build_config(model="cifar:resnet20", scorer="cosep")) == "resnet20-cosep-auto"
+    assert default_run_name(build_config(model="cifar:resnet20", scorer="cswap", ratio=0.3)) == "resnet20-cswap-r0.3"
+    assert default_run_name(build_config(model="cifar:resnet20", scorer="l1")) == "resnet20-l1-r0.5"

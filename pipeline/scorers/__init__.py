@@ -12,4 +12,6 @@ SCORERS = Registry("scorer", [
     Entry("vbp", "pipeline.scorers.vbp:VarianceScorer", "Variance-Based Pruning: post-activation variance, global ranking, mean-shift compensation (arXiv 2507.12988)"),
     Entry("snip", "pipeline.scorers.snip:SnipScorer", "structured SNIP: |sum a * dL/da| at a unit gate, normalised per layer, global ranking (ICLR 2019)"),
     Entry("class-aware", "pipeline.scorers.class_aware:ClassAwareScorer", "Class-Aware Pruning: how many classes find a filter important, per-class Taylor (arXiv 2312.05875)"),
+    Entry("cosep", "pipeline.scorers.cosep:CoSePScorer", "CoSeP: class-separability (JM) clustering, one unit per cluster, automatic per-layer budget (arXiv 2505.13225)"),
+    Entry("cswap", "pipeline.scorers.cswap:CSwapScorer", "C-SWAP: causal effect of removing each unit on the true-class probability, per-class tests, progressive removal (arXiv 2510.18636)"),
 ])

@@ -23,6 +23,16 @@ class ScoreContext:
     options: dict = field(default_factory=dict)  # the run's scorer options (snip_at_init, ...)
     batches: Callable[[], Iterable] | None = None  # calibration batches, for scorers that run the model
     fresh_model: Callable[[], nn.Module] | None = None  # a newly initialised copy of the architecture
+    example: torch.Tensor | None = None  # one input, for scorers that trace the model
+    # filled by criteria that choose their own budget (CoSeP, C-SWAP): units kept per group
+    budget: dict[str, int] = field(default_factory=dict)
+    budget_details: dict[str, dict] = field(default_factory=dict)  # per group, why that count (k, ...)
+    # extra per-unit columns for scores.csv: {column: {group: values}}
+    evidence: dict[str, dict[str, list]] = field(default_factory=dict)
+
+    def add_evidence(self, group: str, **columns: list) -> None:
+        for column, values in columns.items():
+            self.evidence.setdefault(column, {})[group] = list(values)
 
 
 class Scorer:
@@ -36,6 +46,8 @@ class Scorer:
     needs: tuple[str, ...] = ()
     kinds: tuple[str, ...] | None = None
     ranking: str = "uniform"
+    chooses_budget: bool = False  # fills ScoreContext.budget: used without --ratio/--macs-reduction
+    config_keys: tuple[str, ...] = ()  # RunConfig fields its scores depend on (re-scored when they change)
 
     def score(self, ctx: ScoreContext) -> dict[str, torch.Tensor]:
         scores = {}

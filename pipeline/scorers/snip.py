@@ -19,6 +19,7 @@ from pipeline.surgery import UnitGroup
 class SnipScorer(Scorer):
     needs = ("input_grads",)
     ranking = "global"
+    config_keys = ("snip_at_init",)
 
     def score(self, ctx: ScoreContext) -> dict[str, torch.Tensor]:
         if ctx.options.get("snip_at_init"):

@@ -10,15 +10,21 @@ class StageSpec:
     config_keys: tuple[str, ...]  # the RunConfig fields its output depends on
     per_target: bool = False
     iterative_keys: tuple[str, ...] = ()  # fields it depends on only with --iterative
+    scorer_keys: bool = False  # also the fields the chosen scorer declares (Scorer.config_keys)
 
     def keys_for(self, cfg) -> tuple[str, ...]:
-        return self.config_keys + (self.iterative_keys if cfg.iterative else ())
+        keys = self.config_keys + (self.iterative_keys if cfg.iterative else ())
+        if self.scorer_keys:
+            from pipeline.scorers import SCORERS
+
+            keys += tuple(k for k in SCORERS.load(cfg.scorer).config_keys if k not in keys)
+        return keys
 
 
 STAGES = (
     StageSpec("calibrate", "pipeline.stages.calibrate:run",
               ("model", "weights", "data", "input_shape", "keep_layers", "calib_samples", "eval_samples", "batch_size", "seed")),
-    StageSpec("score", "pipeline.stages.score:run", ("scorer", "seed", "snip_at_init", "calib_samples", "batch_size")),
+    StageSpec("score", "pipeline.stages.score:run", ("scorer", "seed", "calib_samples", "batch_size"), scorer_keys=True),
     StageSpec("prune", "pipeline.stages.prune:run",
               ("ratio", "macs_reduction", "round_to", "max_unit_ratio", "ranking", "compensate", "lstsq_ridge",
                "bn_recalibration", "targets", "precision", "calib_samples", "batch_size", "eval_samples", "iterative"),

@@ -36,9 +36,14 @@ def run(ctx: StageContext) -> None:
     round_to = cfg.round_to or channel_block(cfg.targets, cfg.precision)
     ranking, method = ranking_of(cfg, groups), compensation_of(cfg)
     estimator = macs.MacsEstimator(model, example, groups)
+    own_path = ctx.stage_dir("score") / "budget.json"
+    own = read_json(own_path) if own_path.is_file() else None  # the criterion chose per-group counts
+    ratio = (cfg.ratio if own else cfg.effective_ratio) if cfg.macs_reduction is None else None
     knob, kept, round_to, notes = budget.plan_budget(
-        groups, scores, estimator, cfg.effective_ratio if cfg.macs_reduction is None else None, cfg.macs_reduction,
-        round_to, cfg.round_to is None, cfg.max_unit_ratio, ranking)
+        groups, scores, estimator, ratio, cfg.macs_reduction, round_to, cfg.round_to is None, cfg.max_unit_ratio, ranking,
+        own["kept"] if own else None)
+    if own:
+        ranking = "own, scaled" if ratio is not None or cfg.macs_reduction else "own"  # the criterion's per-layer counts
     for note in notes:
         info(f"prune: {note}")
     removal = {g.name: budget.lowest(scores[g.name], kept[g.name]) for g in groups if g.name in scores}
@@ -59,8 +64,7 @@ def run(ctx: StageContext) -> None:
         added_biases = compensation.fold_means(pruned, groups, removal, stats) if method == "mean" else []
         surgery.apply_removal(pruned, example, groups, removal)
         if method == "lstsq":
-            consumers = {c.module for g in groups if removal.get(g.name) for c in g.consumers}
-            with progress(len(consumers), "least-squares re-fit", "layer") as bar:
+            with progress(len(compensation.refit_order(pruned, groups, removal, example)), "least-squares re-fit", "layer") as bar:
                 compensation.refit_least_squares(model, pruned, groups, removal, calibration(), example, cfg.lstsq_ridge, bar.update)
         if cfg.bn_recalibration and method != "lstsq":
             surgery.recalibrate_batchnorm(pruned, calibration())
@@ -88,6 +92,9 @@ def run(ctx: StageContext) -> None:
         "pruned": {"macs": pruned_macs, "params": pruned_params, "accuracy_one_shot": one_shot},
         "macs_ratio": dense_macs / max(pruned_macs, 1), "ratio": knob, "round_to": round_to,
     }
+    if own:  # what the criterion's own counts give, besides what was applied
+        metrics["own_budget"] = {"kept": own["kept"], "details": own.get("details", {}),
+                                 "macs_ratio": estimator.dense / max(estimator.estimate(own["kept"]), 1)}
     write_json(ctx.out / "metrics.json", metrics)
     message = (f"prune: MACs {dense_macs / 1e6:.1f}M -> {pruned_macs / 1e6:.1f}M ({metrics['macs_ratio']:.2f}x), "
                f"{ranking} ranking, compensation {method}, channels rounded to {round_to}")

@@ -13,6 +13,7 @@ from profiles import stats
 from profiles.verdict import Evidence, judge, realisation_efficiency
 
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
+OWN_BUDGET_FIELDS = ("k", "knee", "critical", "neutral", "detrimental")  # per-layer facts a criterion's budget gives
 
 
 def _final_accuracy(run_dir: Path, one_shot):
@@ -80,6 +81,13 @@ def build_report(run_dir: Path, cfg) -> dict:
         "layers": [{"name": g["name"], "kind": g["kind"], "size": g["size"], "kept": g["kept"]} for g in plan["groups"]],
         "notes": plan["notes"],
     }
+    own = metrics.get("own_budget")
+    if own:  # CoSeP / C-SWAP: the per-layer counts the criterion chose and the MACs ratio they give
+        report["own_budget"] = {"macs_ratio": own["macs_ratio"], "scaled": cfg.ratio is not None or cfg.macs_reduction is not None}
+        for layer in report["layers"]:
+            if layer["name"] in own["kept"]:
+                layer["chosen"] = own["kept"][layer["name"]]
+                layer.update({k: v for k, v in own["details"].get(layer["name"], {}).items() if k in OWN_BUDGET_FIELDS})
     for target in cfg.targets:
         latency_path = run_dir / "profile" / target / "latency.json"
         if read_manifest(latency_path.parent) is not None:
@@ -110,8 +118,18 @@ def markdown(report: dict) -> str:
     for target, result in report["targets"].items():
         if result["reasons"]:
             lines += ["", f"**{target}** ({result['verdict']}):"] + [f"- {reason}" for reason in result["reasons"]]
-    lines += ["", "## Kept units per layer", "", "| layer | kind | kept / dense |", "|---|---|---:|"]
-    lines += [f"| {l['name']} | {l['kind']} | {l['kept']} / {l['size']} |" for l in report["layers"]]
+    lines += ["", "## Kept units per layer", ""]
+    if "own_budget" in report:
+        extra = [f for f in OWN_BUDGET_FIELDS if any(f in layer for layer in report["layers"])]
+        lines += [f"The criterion chose each layer's count itself; those counts give {report['own_budget']['macs_ratio']:.2f}x "
+                  f"fewer MACs{' (then scaled to the budget asked for)' if report['own_budget']['scaled'] else ''}.", "",
+                  "| layer | kind | kept / dense | chosen by the criterion | " + " | ".join(extra) + " |",
+                  "|---|---|---:|---:|" + "---|" * len(extra)]
+        lines += [f"| {l['name']} | {l['kind']} | {l['kept']} / {l['size']} | {l.get('chosen', '-')} | "
+                  + " | ".join(str(l.get(f, "-")) for f in extra) + " |" for l in report["layers"]]
+    else:
+        lines += ["| layer | kind | kept / dense |", "|---|---|---:|"]
+        lines += [f"| {l['name']} | {l['kind']} | {l['kept']} / {l['size']} |" for l in report["layers"]]
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
     lines += ["", "![latency](plots/latency.png)", "", "![kept units](plots/kept_units.png)", ""]

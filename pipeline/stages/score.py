@@ -12,7 +12,8 @@ from pipeline.core.artifacts import write_json
 from pipeline.core.log import info
 from pipeline.data import calibration_loader
 from pipeline.scorers.base import ScoreContext
-from pipeline.stages.common import StageContext, data_spec, dense_model, load_groups, scorer_class
+from pipeline.stages.common import (StageContext, compensation_of, data_spec, dense_model, example_input, load_groups,
+                                    scorer_class)
 
 
 def run(ctx: StageContext) -> None:
@@ -30,10 +31,12 @@ def run(ctx: StageContext) -> None:
                 module.reset_parameters()
         return fresh.eval()
 
+    options = {"snip_at_init": cfg.snip_at_init, "compensate": compensation_of(cfg), "max_acc_drop": cfg.max_acc_drop,
+               "max_unit_ratio": cfg.max_unit_ratio, "bn_recalibration": cfg.bn_recalibration}
     score_ctx = ScoreContext(
-        model=model, groups=groups, stats=stats, seed=cfg.seed, options={"snip_at_init": cfg.snip_at_init},
+        model=model, groups=groups, stats=stats, seed=cfg.seed, options=options,
         batches=lambda: calibration_loader(data_spec(cfg), cfg.calib_samples, cfg.batch_size, cfg.seed, workers=cfg.workers),
-        fresh_model=fresh_model,
+        fresh_model=fresh_model, example=example_input(cfg),
     )
     scores = scorer_class(cfg)().score(score_ctx)
     for group in groups:
@@ -43,13 +46,28 @@ def run(ctx: StageContext) -> None:
     if unscored:
         score_ctx.notes.append(f"{cfg.scorer}: {len(unscored)} group(s) outside the criterion's scope kept whole ({', '.join(unscored[:3])}{', ...' if len(unscored) > 3 else ''})")
     save_file({name: v.contiguous() for name, v in scores.items()}, str(ctx.out / "scores.safetensors"))
-    with open(ctx.out / "scores.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["layer", "kind", "unit", "score"])
-        for group in groups:
-            for unit, value in enumerate(scores[group.name].tolist() if group.name in scores else []):
-                writer.writerow([group.name, group.kind, unit, f"{value:.8g}"])
+    write_scores_csv(ctx.out / "scores.csv", groups, scores, score_ctx.evidence)
+    if score_ctx.budget:  # the criterion chose how many units each group keeps
+        write_json(ctx.out / "budget.json", {
+            "kept": score_ctx.budget, "sizes": {g.name: g.size for g in groups if g.name in score_ctx.budget},
+            "details": score_ctx.budget_details})
     notes = sorted(set(score_ctx.notes))
     write_json(ctx.out / "notes.json", notes)
     for note in notes[:5]:
         info(f"score: {note}")
+
+
+def write_scores_csv(path, groups, scores: dict[str, torch.Tensor], evidence: dict[str, dict[str, list]]) -> None:
+    """layer, kind, unit, score, then the criterion's own per-unit evidence columns."""
+    columns = sorted(evidence)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["layer", "kind", "unit", "score", *columns])
+        for group in groups:
+            for unit, value in enumerate(scores[group.name].tolist() if group.name in scores else []):
+                extra = [_cell(evidence[c][group.name][unit]) if group.name in evidence[c] else "" for c in columns]
+                writer.writerow([group.name, group.kind, unit, f"{value:.8g}", *extra])
+
+
+def _cell(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)

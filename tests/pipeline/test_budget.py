@@ -95,3 +95,49 @@ def test_conv_and_linear_macs_by_hand():
     total, params = macs.count(model, torch.randn(1, 3, 4, 4))
     assert total == 8 * 4 * 4 * 3 * 3 * 3 + 10 * 128
     assert params == sum(p.numel() for p in model.parameters())
+
+
+def _own_budget_setup():
+    model = build_model(TINY_SPECS["resnet"]).eval()
+    example = torch.randn(1, 3, 32, 32)
+    groups = surgery.analyse(model, example).groups
+    own = {g.name: max(1, g.size // (2 + i % 3)) for i, g in enumerate(groups)}  # uneven per-layer choices
+    return groups, _uniform_scores(groups), macs.MacsEstimator(model, example, groups), own
+
+
+def test_a_criterions_own_counts_are_used_as_they_are_without_a_budget_flag():
+    groups, scores, estimator, own = _own_budget_setup()
+    knob, kept, round_to, notes = budget.plan_budget(groups, scores, estimator, None, None, 16, True, 0.9, own=own)
+    assert kept == own and round_to == 1 and not notes
+    assert knob == pytest.approx(1 - sum(own.values()) / sum(g.size for g in groups))
+
+
+def test_own_counts_are_kept_within_what_removal_allows():
+    groups, scores, estimator, own = _own_budget_setup()
+    first = groups[0].name
+    own[first] = 0
+    _, kept, _, notes = budget.plan_budget(groups, scores, estimator, None, None, 16, True, 0.5, own=own)
+    assert kept[first] == -(-groups[0].size // 2) and first in notes[0]
+
+
+def test_own_counts_are_scaled_to_a_macs_target():
+    groups, scores, estimator, own = _own_budget_setup()
+    _, kept, step, _ = budget.plan_budget(groups, scores, estimator, None, 2.0, 1, False, 0.9, own=own)
+    assert estimator.dense / estimator.estimate(kept) == pytest.approx(2.0, rel=budget.TOLERANCE)
+    # one factor for every layer: the kept counts follow the criterion's, up to rounding and clamping
+    factors = [kept[g.name] / own[g.name] for g in groups if 1 < kept[g.name] < g.size and g.size > 8]
+    assert max(factors) / min(factors) < 1.5
+
+
+def test_own_counts_are_scaled_to_a_ratio():
+    groups, scores, estimator, own = _own_budget_setup()
+    _, kept, _, _ = budget.plan_budget(groups, scores, estimator, 0.3, None, 1, False, 0.9, own=own)
+    assert budget.removed_fraction(groups, kept) == pytest.approx(0.3, abs=0.03)
+
+
+def test_scaled_allocator_keeps_everything_at_zero_and_shrinks_monotonically():
+    groups, _, _, own = _own_budget_setup()
+    allocator = budget.ScaledAllocator(groups, own, 1, 0.9)
+    assert allocator.kept(0.0) == {g.name: g.size for g in groups}
+    totals = [sum(allocator.kept(k / 20).values()) for k in range(21)]
+    assert totals == sorted(totals, reverse=True) and totals[-1] < totals[0]

@@ -9,3 +9,17 @@ def test_fine_tuning_settings_change_the_prune_stage_only_when_iterative(tmp_pat
     iterative = [fingerprint(RunConfig(iterative=True, distill_epochs=e), tmp_path, prune, None) for e in (1, 3)]
     assert iterative[0] != iterative[1]  # iterative pruning fine-tunes inside the prune stage
     assert fingerprint(RunConfig(ratio=0.3), tmp_path, prune, None) != one_shot[0]
+
+
+def test_a_scorer_reruns_only_for_the_settings_it_declares(tmp_path):
+    score = stage("score")
+
+    def key(**values):
+        return fingerprint(RunConfig(**values), tmp_path, score, None)
+
+    # C-SWAP's interventions and progressive removal read these; L1 reads none of them
+    for setting in ({"max_acc_drop": 0.01}, {"compensate": "mean"}, {"max_unit_ratio": 0.5}):
+        assert key(scorer="cswap", **setting) != key(scorer="cswap")
+        assert key(scorer="l1", **setting) == key(scorer="l1")
+    assert key(scorer="snip", snip_at_init=True) != key(scorer="snip")
+    assert key(scorer="cswap", macs_reduction=2.0) == key(scorer="cswap")  # the budget is the prune stage's

@@ -72,11 +72,14 @@ def test_every_scorer_scores_every_unit_of_every_tiny_model(scorer, kind):
     cls = SCORERS.load(scorer)
     example = torch.randn(1, 3, 32, 32)
     groups = surgery.analyse(model, example).groups
-    batches = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))]
+    inputs = torch.randn(16, 3, 32, 32)
+    with torch.no_grad():  # half the labels are the model's own predictions (C-SWAP scores those), half every class
+        labels = torch.cat([model(inputs[:8]).argmax(1), torch.arange(8)])
+    batches = [(inputs, labels)]
     consumers = sorted({c.module for g in groups for c in g.consumers})
     stats = calibration.collect(model, batches, consumers, cls.needs) if cls.needs else {}
-    first = cls().score(ScoreContext(model, groups, stats, seed=3))
-    again = cls().score(ScoreContext(model, groups, stats, seed=3))
+    first = cls().score(ScoreContext(model, groups, stats, seed=3, batches=lambda: batches, example=example))
+    again = cls().score(ScoreContext(model, groups, stats, seed=3, batches=lambda: batches, example=example))
     if not first:
         pytest.skip(f"{scorer} covers no group of the tiny {kind} model")
     in_scope = [g for g in groups if cls.kinds is None or g.kind in cls.kinds]
