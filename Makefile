@@ -4,7 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench bench-targets bench-cifar bench-criteria clean
+.PHONY: setup run test lint bench bench-targets bench-cifar bench-criteria engine docker-tensorrt docker-openvino docker-cpu edge clean
+
+TARGET ?= tensorrt
+PRECISION ?= fp16
+IMAGE ?= structured-pruning-pipeline
+# the most recent run that got as far as export (make engine builds on it)
+LAST_RUN = $(shell ls -td runs/*/export 2>/dev/null | head -n 1 | xargs -r dirname)
 
 setup: $(STAMP)
 
@@ -24,6 +30,22 @@ test: setup
 
 lint: setup
 	$(BIN)/lint-imports
+	$(BIN)/hadolint docker/Dockerfile.tensorrt docker/Dockerfile.openvino docker/Dockerfile.cpu
+
+# Compile and profile TARGET (default tensorrt) for the last run, then rebuild its report.
+engine: setup
+	@test -n "$(LAST_RUN)" || { echo "Error: no run with an export stage under runs/; run 'make run' first" >&2; exit 2; }
+	$(BIN)/pipeline compile $(LAST_RUN) --target $(TARGET)
+	$(BIN)/pipeline profile $(LAST_RUN) --target $(TARGET)
+	$(BIN)/pipeline report $(LAST_RUN)
+
+docker-tensorrt docker-openvino docker-cpu: docker-%:
+	docker build -f docker/Dockerfile.$* -t $(IMAGE):$* .
+
+# Jetson-style device: TensorRT through trtexec (JetPack puts it in /usr/src/tensorrt/bin), FP16,
+# exit 3 when the pruned engine is not really faster. EDGE_ARGS adds model, weights, data.
+edge: setup
+	PATH="$$PATH:/usr/src/tensorrt/bin" $(BIN)/pipeline run --target tensorrt --precision $(PRECISION) --strict $(EDGE_ARGS)
 
 bench: bench-targets bench-cifar bench-criteria
 

@@ -18,10 +18,11 @@ import time
 
 from common import ROOT, SHARED, cifar10_root, machine, write_results
 
-SCORERS = ("random", "l1", "l2", "bn-scale", "taylor", "vbp", "snip", "class-aware", "cosep", "cswap")
+# "name@ranking": the criterion's scores spread by that ranking instead of its own per-layer counts
+SCORERS = ("random", "l1", "l2", "bn-scale", "taylor", "vbp", "snip", "class-aware", "cosep", "cosep@uniform", "cswap", "cswap@uniform")
 OWN_BUDGET = ("cosep", "cswap")  # criteria that choose each layer's count
 VARIANTS = ("none", "mean", "lstsq")
-ONLY = {"cswap": ("none",)}  # C-SWAP intervenes per compensation: one scoring (minutes) per variant
+ONLY = {"cswap": ("none",), "cswap@uniform": ("none",)}  # C-SWAP intervenes per compensation: one scoring (minutes) per variant
 CACHE = ROOT / "bench" / "results" / "criteria.json"
 
 
@@ -30,9 +31,11 @@ def one_shot(model: str, scorer: str, budget: float | None, compensate: str, dis
     from pipeline.core.config import build_config
     from pipeline.runner import run_pipeline
 
+    scorer, _, ranking = scorer.partition("@")
+    # the scores do not depend on the ranking: one run directory per scorer and compensation shares them
     out = ROOT / "bench" / "runs" / "criteria" / f"{model}-{scorer}-{compensate}"
     cfg = build_config(model=f"cifar:{model}", weights=str(SHARED / "models" / f"{model}-cifar10.th"), data=str(cifar10_root()),
-                       scorer=scorer, macs_reduction=budget, compensate=compensate, targets=("cpu",), calib_samples=1024,
+                       scorer=scorer, ranking=ranking or None, macs_reduction=budget, compensate=compensate, targets=("cpu",), calib_samples=1024,
                        batch_size=128, distill_epochs=distill, out=str(out))
     run_dir = run_pipeline(cfg, until="distill" if distill else "prune")
     metrics = read_json(run_dir / "prune" / "metrics.json")

@@ -17,17 +17,37 @@ class Session(Protocol):
 class Target:
     name = "target"
     files: tuple[str, ...] = ()
+    # A run may reach this target's compile stage even where its runtime is missing: the stages
+    # before it (and the readiness check on the exported graph) still tell the user something.
+    checks_before_runtime = False
 
     def block(self, precision: str) -> int:
         """Channel multiple the runtime's kernels use; unaligned widths are padded back up."""
         return 8
 
-    def compile(self, onnx_path: Path, out_dir: Path, precision: str) -> dict:
-        """Write this target's files for `onnx_path` into `out_dir`; returns facts for the manifest."""
+    def precision_problem(self, precision: str) -> str | None:
+        """Why this target cannot run `precision`, or None."""
+        return None
+
+    def check(self, onnx_path: Path, precision: str) -> list:
+        """Readiness findings for the graph (see exporters.readiness.Finding); none by default."""
+        return []
+
+    def compile(self, onnx_path: Path, out_dir: Path, precision: str, batches: tuple[int, ...] = (1,)) -> dict:
+        """Write this target's files for `onnx_path` into `out_dir`; returns facts for the manifest.
+        `batches`: the batch sizes it will run (the first is the one to optimise for)."""
         raise NotImplementedError
 
     def open(self, compiled_dir: Path, input_shape: tuple[int, ...], threads: int, precision: str = "fp32") -> Session:
         raise NotImplementedError
+
+    def profile(self, compiled: dict[str, Path], input_shape: tuple[int, ...], seconds: float, trials: int):
+        """Per-trial seconds per variant when the target times itself (trtexec); None: time sessions."""
+        return None
+
+    def layer_reasons(self, compiled_dir: Path) -> list[str]:
+        """What the runtime did to the pruned widths (padding, reformats), for the verdict."""
+        return []
 
 
 def default_threads() -> int:

@@ -20,11 +20,33 @@ class OnnxRuntimeCpu(Target):
     def block(self, precision: str) -> int:
         return cpu_vector_block()
 
-    def compile(self, onnx_path: Path, out_dir: Path, precision: str) -> dict:
+    def precision_problem(self, precision: str) -> str | None:
+        if precision not in ("fp32", "fp16", "int8"):
+            return f"precision {precision} is not supported (fp32, int8)"
+        if precision == "fp16":
+            return ("ONNX Runtime's CPU execution provider has no FP16 convolution or GEMM kernels (it would cast back to "
+                    "FP32 around every layer); use --precision fp32 or int8 on the cpu target, fp16 on openvino or tensorrt")
+        return None
+
+    def check(self, onnx_path: Path, precision: str) -> list:
+        """The one rule that matters here: ONNX Runtime loads the graph."""
         import onnxruntime as ort
 
-        if precision != "fp32":
-            raise ConfigError(f"the cpu target runs fp32 here; --precision {precision} is not supported on it")
+        from exporters.readiness import Finding
+
+        try:
+            ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        except Exception as err:  # ORT raises its own exception types for every load failure
+            return [Finding("loads", "error", f"ONNX Runtime {ort.__version__} cannot load it: {str(err).splitlines()[0][:200]}")]
+        return []
+
+    def compile(self, onnx_path: Path, out_dir: Path, precision: str, batches: tuple[int, ...] = (1,)) -> dict:
+        import onnxruntime as ort
+
+        problem = self.precision_problem(precision)
+        if problem:
+            raise ConfigError(f"--precision {precision} on the cpu target: {problem}")
+        # int8: `onnx_path` is the Q/DQ graph; the optimiser fuses it into integer kernels
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.optimized_model_filepath = str(Path(out_dir) / MODEL_FILE)

@@ -1,6 +1,7 @@
-"""OpenVINO: ONNX -> IR (.xml/.bin) with convert_model/save_model, compiled for the CPU plugin with
-a latency hint, one stream and an explicit inference precision (on CPUs with AMX or AVX512-BF16 the
-plugin would otherwise silently run "fp32" models in bf16)."""
+"""OpenVINO: ONNX -> IR (.xml/.bin) with convert_model/save_model (weights compressed to FP16 for
+--precision fp16; the Q/DQ graph for int8), compiled for the CPU plugin with a latency hint, one
+stream and an explicit inference precision (on CPUs with AMX or AVX512-BF16 the plugin would
+otherwise silently run "fp32" models in bf16)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from exporters.base import Target, cpu_vector_block
 from pipeline.core.errors import ConfigError
 
 XML, BIN = "model.xml", "model.bin"
-PRECISION_HINTS = {"fp32": "f32"}
 
 
 class OpenVinoCpu(Target):
@@ -22,17 +22,43 @@ class OpenVinoCpu(Target):
     def block(self, precision: str) -> int:
         return cpu_vector_block()
 
-    def compile(self, onnx_path: Path, out_dir: Path, precision: str) -> dict:
+    def check(self, onnx_path: Path, precision: str) -> list:
+        """The one rule that matters here: OpenVINO's ONNX frontend converts the graph."""
         import openvino as ov
 
-        if precision not in PRECISION_HINTS:
-            raise ConfigError(f"the openvino target runs {', '.join(PRECISION_HINTS)} here; --precision {precision} is not supported yet")
+        from exporters.readiness import Finding
+
+        try:
+            ov.convert_model(str(onnx_path))
+        except Exception as err:  # the frontend raises its own exception types
+            return [Finding("loads", "error", f"OpenVINO {ov.get_version()} cannot convert it: {str(err).splitlines()[0][:200]}")]
+        return []
+
+    def compile(self, onnx_path: Path, out_dir: Path, precision: str, batches: tuple[int, ...] = (1,)) -> dict:
+        import openvino as ov
+
+        if precision not in ("fp32", "fp16", "int8"):
+            raise ConfigError(f"precision {precision} is not supported by the openvino target (fp32, fp16, int8)")
+        # int8: `onnx_path` is the Q/DQ graph, which the CPU plugin runs with integer kernels
         model = ov.convert_model(str(onnx_path))
-        ov.save_model(model, str(Path(out_dir) / XML), compress_to_fp16=False)
-        return {"runtime": "openvino", "version": ov.get_version(), "precision": precision, "device": "CPU"}
+        ov.save_model(model, str(Path(out_dir) / XML), compress_to_fp16=precision == "fp16")
+        return {"runtime": "openvino", "version": ov.get_version(), "precision": precision, "device": "CPU",
+                "inference_precision": inference_precision(precision)}
 
     def open(self, compiled_dir: Path, input_shape: tuple[int, ...], threads: int, precision: str = "fp32"):
-        return _OpenVinoSession(Path(compiled_dir) / XML, input_shape, threads, PRECISION_HINTS.get(precision, "f32"))
+        return _OpenVinoSession(Path(compiled_dir) / XML, input_shape, threads, inference_precision(precision))
+
+
+def inference_precision(precision: str) -> str:
+    """The CPU plugin's INFERENCE_PRECISION_HINT: f16 for an FP16 run where the CPU has FP16 arithmetic
+    (AVX512-FP16 / AMX-FP16), else f32; an FP16 IR then only stores weights in FP16. Never the plugin's
+    own default, which is bf16 on AMX/AVX512-BF16 CPUs even for "FP32" models."""
+    if precision != "fp16":
+        return "f32"
+    import openvino as ov
+
+    capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return "f16" if "FP16" in capabilities else "f32"
 
 
 class _OpenVinoSession:

@@ -1,4 +1,4 @@
-"""The `pipeline` command: run, one command per stage, list, report.
+"""The `pipeline` command: run, one command per stage, check, list, report.
 
 Errors a user can cause print one line on stderr and exit non-zero; heavy libraries load only
 inside the commands that need them, so --help and list answer fast."""
@@ -72,14 +72,15 @@ def _shape(ctx, param, value):
 @click.option("--iterative/--one-shot", default=None,
               help="Prune at most 10%% of each group per step, fine-tune --distill-epochs between steps, stop at --max-acc-drop.")
 @click.option("--max-acc-drop", type=float, help="Accuracy (fraction) an iterative step may lose against dense  [default: 0.005]")
-@click.option("--target", "targets", multiple=True, help="cpu | openvino (repeatable)  [default: cpu]")
-@click.option("--precision", help="fp32  [default: fp32]")
+@click.option("--target", "targets", multiple=True, help="cpu | openvino | tensorrt (repeatable)  [default: cpu]")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]),
+              help="fp16: OpenVINO FP16 IR, TensorRT FP16 (not on cpu); int8: Q/DQ graphs from calibration images  [default: fp32]")
 @click.option("--batch-sizes", callback=_shape, help="Also profile these batch sizes, e.g. 1,8,32.")
 @click.option("--profile-seconds", type=float, help="Timed seconds per model and batch size  [default: 2]")
 @click.option("--threads", type=int, help="Runtime threads  [default: every core]")
 @click.option("--min-efficiency", type=float, help="Efficiency a pass needs  [default: 0.5]")
 @click.option("--out", help="Run directory  [default: runs/<model>-<scorer>-<budget>]")
-@click.option("--calib-samples", type=int, help="Calibration images  [default: 512]")
+@click.option("--calib-samples", type=int, help="Calibration images  [default: 1024]")
 @click.option("--eval-samples", type=int, help="Evaluation images  [default: the whole eval split]")
 @click.option("--batch-size", type=int, help="Batch size of calibration, evaluation and distillation  [default: 64]")
 @click.option("--seed", type=int, help="[default: 0]")
@@ -159,6 +160,45 @@ def report(run_dir):
     cfg = load_run_config(Path(run_dir))
     run_stage(cfg, Path(run_dir), "report", force=True)
     click.echo((Path(run_dir) / "report.md").read_text())
+
+
+@main.command()
+@click.argument("onnx_file", type=click.Path(dir_okay=False))
+@click.option("--target", required=True, help="The target to check the graph for: tensorrt | cpu | openvino.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("--trt-version", default=None, help="TensorRT version whose parser to check against  [default: the installed one, else 10]")
+@click.option("--strict", is_flag=True, help="Warnings (e.g. unaligned channels) fail too.")
+def check(onnx_file, target, precision, trt_version, strict):
+    """Is ONNX_FILE ready for a target? No runtime needed: the rules are checked on the graph.
+
+    Prints one line per finding (FAIL/WARN with the rule's name); exits 1 when a rule fails."""
+    from pathlib import Path
+
+    from exporters import TARGETS
+    from pipeline.core.errors import ConfigError
+
+    path = Path(onnx_file)
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist")
+    target_class = TARGETS.load_class(target)
+    try:
+        if target == "tensorrt" and trt_version:
+            from exporters import readiness
+
+            findings = readiness.check(path, precision, trt_version)
+        else:
+            findings = target_class().check(path, precision)
+    except PipelineError:
+        raise
+    except Exception as err:  # not an ONNX file, or a corrupt one
+        raise ConfigError(f"{path} is not a readable ONNX model ({str(err).splitlines()[0][:120]})") from None
+    for finding in findings:
+        click.echo(str(finding))
+    failed = [f for f in findings if f.severity == "error" or strict]
+    if failed:
+        click.echo(f"{path.name}: not ready for {target} ({len(failed)} finding(s) fail)", err=True)
+        sys.exit(1)
+    click.echo(f"{path.name}: ready for {target} ({precision}{', ' + str(len(findings)) + ' warning(s)' if findings else ''})")
 
 
 @main.command("list")

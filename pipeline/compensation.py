@@ -131,7 +131,6 @@ def _dense_outputs(dense: nn.Module, names: list[str], batches: list, kept: dict
     return outputs
 
 
-@torch.no_grad()
 def refit_order(pruned: nn.Module, groups: list[UnitGroup], removal: dict[str, list[int]], example: torch.Tensor) -> list[str]:
     """The layers the re-fit solves, in forward order: consumers of pruned groups, except grouped and
     depthwise convs (their inputs are not shared across outputs; they lose channels with the group)."""
@@ -140,6 +139,7 @@ def refit_order(pruned: nn.Module, groups: list[UnitGroup], removal: dict[str, l
             and not (isinstance(pruned.get_submodule(name), nn.Conv2d) and pruned.get_submodule(name).groups != 1)]
 
 
+@torch.no_grad()
 def refit_least_squares(dense: nn.Module, pruned: nn.Module, groups: list[UnitGroup], removal: dict[str, list[int]],
                         batches, example: torch.Tensor, ridge: float = 1e-3, progress=None) -> list[str]:
     """Re-fit every consumer of a pruned group, in forward order; returns the layers re-fitted."""

@@ -30,7 +30,7 @@ def default_run_name(cfg: RunConfig) -> str:
 
     if cfg.macs_reduction:
         budget = f"m{cfg.macs_reduction:g}"
-    elif cfg.ratio is None and getattr(scorer_class(cfg), "chooses_budget", False):
+    elif cfg.ratio is None and cfg.ranking == "auto" and getattr(scorer_class(cfg), "chooses_budget", False):
         budget = "auto"  # CoSeP, C-SWAP: the criterion decides each layer's count
     else:
         budget = f"r{cfg.effective_ratio:g}"
@@ -59,8 +59,15 @@ def preflight(cfg: RunConfig) -> None:
     for target in cfg.targets:
         TARGETS.entry(target)
         reason = TARGETS.unavailable_reason(target)
-        if reason:
+        try:
+            target_class = TARGETS.load_class(target)
+        except PluginUnavailableError:
+            target_class = None
+        if reason and (target_class is None or not target_class.checks_before_runtime):
             raise PluginUnavailableError(f"target '{target}' cannot run here: {reason}")
+        problem = target_class().precision_problem(cfg.precision)
+        if problem:
+            raise ConfigError(f"--precision {cfg.precision} on target '{target}': {problem}")
     parse_spec(cfg.model)
     if cfg.weights is not None and not Path(cfg.weights).is_file():
         raise ConfigError(f"weights file {cfg.weights} does not exist")

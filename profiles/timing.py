@@ -22,7 +22,8 @@ def warm_up(run: Callable[[], object], seconds: float, min_calls: int = 10) -> f
 def interleaved(runs: dict[str, Callable[[], object]], seconds: float, trials: int, warmup_seconds: float = 0.5,
                 progress: Callable[[], None] | None = None) -> dict[str, list[list[float]]]:
     """Per-call seconds of each callable, as `trials` lists per name. Each model gets about
-    `seconds` of timed calls in all, spread over the trials."""
+    `seconds` of timed calls in all, spread over the trials. A callable that returns a float has
+    timed itself (device time); otherwise its wall time is taken."""
     call_time = {name: warm_up(run, warmup_seconds) for name, run in runs.items()}
     calls = {name: max(3, math.ceil(seconds / trials / max(t, 1e-6))) for name, t in call_time.items()}
     results: dict[str, list[list[float]]] = {name: [] for name in runs}
@@ -33,8 +34,10 @@ def interleaved(runs: dict[str, Callable[[], object]], seconds: float, trials: i
             run, times = runs[name], []
             for _ in range(calls[name]):
                 begin = time.perf_counter()
-                run()
-                times.append(time.perf_counter() - begin)
+                device_seconds = run()
+                wall = time.perf_counter() - begin
+                # a call may time itself on its device (CUDA events) and return the seconds
+                times.append(device_seconds if isinstance(device_seconds, float) else wall)
             results[name].append(times)
         if progress is not None:
             progress()

@@ -113,3 +113,37 @@ def test_real_console_script_prints_no_traceback(tmp_path):
     assert lines == ["Error: unknown CIFAR model 'resnet50'; valid: cifar:resnet20|resnet32|resnet44|resnet56|resnet110"]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "r" / "calibrate").exists()
+
+
+def test_fp16_on_the_cpu_target_is_refused_before_anything_runs(tmp_path):
+    result = CliRunner().invoke(main, ["run", "--precision", "fp16", "--target", "cpu", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and result.output.count("Error") == 1
+    assert "--precision fp16 on target 'cpu'" in result.output and "no FP16 convolution" in result.output
+    assert not (tmp_path / "run" / "calibrate").exists()
+
+
+def test_check_passes_a_clean_graph_and_names_the_failing_rule(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from exporters import onnx as onnx_export
+    from tests.tiny_models import tiny_resnet
+
+    good = tmp_path / "pruned.onnx"
+    onnx_export.export(tiny_resnet().eval(), torch.randn(1, 3, 32, 32), good)
+    result = CliRunner().invoke(main, ["check", "--target", "tensorrt", str(good)])
+    assert result.exit_code == 0 and "pruned.onnx: ready for tensorrt (fp32)" in result.output
+    model = onnx.load(str(good))
+    model.graph.node.append(helper.make_node("Unique", [model.graph.output[0].name], ["u"], name="dedupe"))
+    model.graph.output.append(helper.make_tensor_value_info("u", TensorProto.FLOAT, None))
+    bad = tmp_path / "bad.onnx"
+    onnx.save(model, str(bad))
+    result = CliRunner().invoke(main, ["check", "--target", "tensorrt", str(bad)])
+    assert result.exit_code == 1
+    assert "FAIL supported-ops: node 'dedupe' (Unique) is not supported by the TensorRT" in result.output
+    missing = CliRunner().invoke(main, ["check", "--target", "tensorrt", str(tmp_path / "nope.onnx")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_text("not a model")
+    result = CliRunner().invoke(main, ["check", "--target", "tensorrt", str(garbage)])
+    assert result.exit_code == 2 and "is not a readable ONNX model" in result.output

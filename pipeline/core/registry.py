@@ -17,6 +17,7 @@ class Entry:
     summary: str
     requires: tuple[str, ...] = ()  # importable modules the plugin needs
     install_hint: str = ""
+    availability: str = ""  # "module:function" giving the reason it cannot run here, or None (light module)
 
 
 class Registry:
@@ -35,16 +36,27 @@ class Registry:
     def unavailable_reason(self, name: str) -> str | None:
         """Why the plugin cannot load here, or None when its dependencies import."""
         entry = self.entry(name)
+        hint = f"; {entry.install_hint}" if entry.install_hint else ""
         for module in entry.requires:
             if importlib.util.find_spec(module) is None:
-                hint = f"; {entry.install_hint}" if entry.install_hint else ""
                 return f"Python module '{module}' is not installed{hint}"
+        if entry.availability:
+            module_name, attr = entry.availability.split(":")
+            reason = getattr(importlib.import_module(module_name), attr)()
+            return f"{reason}{hint}" if reason else None
         return None
 
     def load(self, name: str):
-        entry = self.entry(name)
         reason = self.unavailable_reason(name)
         if reason:
             raise PluginUnavailableError(f"{self.kind} '{name}' cannot load: {reason}")
+        return self.load_class(name)
+
+    def load_class(self, name: str):
+        """The plugin's class even where its runtime is missing (its module imports that lazily)."""
+        entry = self.entry(name)
+        for module in entry.requires:  # the module itself imports these at its top
+            if importlib.util.find_spec(module) is None:
+                raise PluginUnavailableError(f"{self.kind} '{name}' cannot load: Python module '{module}' is not installed")
         module_name, attr = entry.path.split(":")
         return getattr(importlib.import_module(module_name), attr)

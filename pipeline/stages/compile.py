@@ -1,19 +1,39 @@
-"""compile (per target): the target's own format of dense.onnx and pruned.onnx."""
+"""compile (per target): the target's own format of dense.onnx and pruned.onnx (their Q/DQ graphs
+for --precision int8), after the target's readiness check of each graph."""
 
 from __future__ import annotations
 
 from exporters import TARGETS
 from pipeline.core.artifacts import write_json
+from pipeline.core.errors import PipelineError
 from pipeline.core.log import info
-from pipeline.stages.common import StageContext
+from pipeline.stages.common import StageContext, input_shape
+
+
+def source_onnx(ctx: StageContext, variant: str):
+    suffix = ".int8.onnx" if ctx.cfg.precision == "int8" else ".onnx"
+    return ctx.stage_dir("export") / f"{variant}{suffix}"
 
 
 def run(ctx: StageContext) -> None:
-    target = TARGETS.load(ctx.target)()
+    cfg = ctx.cfg
+    target = TARGETS.load_class(ctx.target)()
+    batches = (input_shape(cfg)[0], *[b for b in cfg.batch_sizes if b != input_shape(cfg)[0]])
+    readiness = {}
+    for variant in ("dense", "pruned"):
+        findings = target.check(source_onnx(ctx, variant), cfg.precision)
+        readiness[variant] = [str(f) for f in findings]
+        for finding in findings:
+            info(f"compile: {ctx.target} readiness of {variant}: {finding}")
+        if not findings:
+            info(f"compile: {ctx.target} readiness of {variant}: ready ({cfg.precision})")
+        errors = [f for f in findings if f.severity == "error"]
+        if errors:
+            raise PipelineError(f"{variant} graph not ready for {ctx.target}: {errors[0]}")
     facts = {}
     for variant in ("dense", "pruned"):
         out = ctx.out / variant
         out.mkdir()
-        facts[variant] = target.compile(ctx.stage_dir("export") / f"{variant}.onnx", out, ctx.cfg.precision)
-    write_json(ctx.out / "target.json", {"target": ctx.target, **facts["pruned"]})
+        facts[variant] = target.compile(source_onnx(ctx, variant), out, cfg.precision, batches)
+    write_json(ctx.out / "target.json", {"target": ctx.target, **facts["pruned"], "dense": facts["dense"], "readiness": readiness})
     info(f"compile: {ctx.target} ({facts['pruned'].get('runtime')} {facts['pruned'].get('version')})")

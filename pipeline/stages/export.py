@@ -1,5 +1,7 @@
 """export: dense and pruned models to ONNX (opset 17, dynamic batch), checked, cleaned, with a check
-that the pruned graph really shrank and ONNX Runtime parity against PyTorch in parity.json."""
+that the pruned graph really shrank and ONNX Runtime parity against PyTorch in parity.json. With
+--precision int8 also their Q/DQ graphs (<variant>.int8.onnx, exporters.quantize), whose agreement
+with PyTorch and, with --data, accuracy on the eval split are the real check of the quantisation."""
 
 from __future__ import annotations
 
@@ -48,6 +50,8 @@ def run(ctx: StageContext) -> None:
     for name, result in parity.items():
         if result["max_abs"] > 1e-3 * max(1.0, result["reference_max_abs"]):
             raise PipelineError(f"{name}.onnx differs from PyTorch by {result['max_abs']:.2e} (max abs): the export is wrong")
+    if cfg.precision == "int8":
+        parity["int8"] = quantize_both(cfg, ctx.out, {"dense": dense, "pruned": pruned}, inputs)
     write_json(ctx.out / "parity.json", {**parity, "shrink": shrink, "source": source.name})
     # Reference outputs at the profiled batch size, for each target's own parity check.
     batch = input_shape(cfg)[0]
@@ -55,3 +59,34 @@ def run(ctx: StageContext) -> None:
     with torch.no_grad():
         np.savez(ctx.out / "reference.npz", input=feed.numpy(), dense=dense(feed).numpy(), pruned=pruned(feed).numpy())
     info(f"export: weights {shrink['weights_ratio']:.2f}x smaller, parity max abs {parity['pruned']['max_abs']:.1e}")
+
+
+def quantize_both(cfg, out, models: dict, inputs: torch.Tensor) -> dict:
+    """Q/DQ graphs of both variants from the same calibration images; their parity and accuracy."""
+    from exporters.quantize import CALIBRATION_IMAGES, to_qdq
+
+    calibration = reference_inputs(cfg, min(cfg.calib_samples, CALIBRATION_IMAGES)).numpy()
+    result = {}
+    for variant, model in models.items():
+        path = out / f"{variant}.int8.onnx"
+        facts = to_qdq(out / f"{variant}.onnx", path, calibration)
+        result[variant] = {**facts, **onnx_export.parity(model, path, inputs), "accuracy": onnx_accuracy(cfg, path)}
+    info(f"export: int8 Q/DQ top-1 agreement with fp32 PyTorch {result['pruned']['top1_agreement']:.2f}"
+         + (f", accuracy dense {result['dense']['accuracy']:.4f} pruned {result['pruned']['accuracy']:.4f}" if result["pruned"]["accuracy"] is not None else ""))
+    return result
+
+
+def onnx_accuracy(cfg, path) -> float | None:
+    """Top-1 accuracy of an ONNX graph on the eval split through ONNX Runtime; None without data."""
+    from pipeline.data import eval_loader
+
+    loader = eval_loader(data_spec(cfg), cfg.eval_samples, cfg.batch_size, cfg.seed, cfg.workers)
+    if loader is None:
+        return None
+    session = onnx_export.ort_session(path)
+    correct = total = 0
+    for images, labels in loader:
+        logits = session.run(None, {onnx_export.INPUT: images.numpy()})[0]
+        correct += int((logits.argmax(1) == labels.numpy()).sum())
+        total += int(labels.numel())
+    return correct / max(total, 1)

@@ -22,7 +22,7 @@ def channel_block(targets: tuple[str, ...], precision: str) -> int:
     """The least common multiple of the targets' channel blocks."""
     block = 1
     for name in targets:
-        block = math.lcm(block, TARGETS.load(name)().block(precision))
+        block = math.lcm(block, TARGETS.load_class(name)().block(precision))
     return block
 
 
@@ -37,7 +37,8 @@ def run(ctx: StageContext) -> None:
     ranking, method = ranking_of(cfg, groups), compensation_of(cfg)
     estimator = macs.MacsEstimator(model, example, groups)
     own_path = ctx.stage_dir("score") / "budget.json"
-    own = read_json(own_path) if own_path.is_file() else None  # the criterion chose per-group counts
+    # the criterion chose per-group counts; an explicit --ranking spreads the budget by its scores instead
+    own = read_json(own_path) if own_path.is_file() and cfg.ranking == "auto" else None
     ratio = (cfg.ratio if own else cfg.effective_ratio) if cfg.macs_reduction is None else None
     knob, kept, round_to, notes = budget.plan_budget(
         groups, scores, estimator, ratio, cfg.macs_reduction, round_to, cfg.round_to is None, cfg.max_unit_ratio, ranking,

@@ -35,7 +35,7 @@ def target_result(target: str, latency: dict, plan: dict, metrics: dict, cfg) ->
     batches = latency["batches"]
     main = str(plan["input_shape"][0])
     efficiency_by_batch = {int(b): realisation_efficiency(r["speedup"], macs_ratio) for b, r in batches.items()}
-    block = TARGETS.load(target)().block(cfg.precision)
+    block = TARGETS.load_class(target)().block(cfg.precision)
 
     def figures(batch: str) -> dict:
         r = batches[batch]
@@ -47,12 +47,18 @@ def target_result(target: str, latency: dict, plan: dict, metrics: dict, cfg) ->
             by_batch_efficiency=efficiency_by_batch if len(batches) > 1 else None,
         )
         verdict, reasons = judge(evidence, cfg.min_efficiency)
+        reasons = reasons + latency.get("runtime_notes", [])  # what the runtime did to the widths (TensorRT layer info)
+        checked = latency.get("parity", {})
+        if checked.get("ok") is False:
+            reasons.append(f"{latency['precision']} outputs stray from fp32 PyTorch: top-1 agreement "
+                           f"{checked.get('pruned_top1_agreement', 0):.2f} on the reference batch (check the accuracy in export/parity.json)")
         return {
             "dense_ms": {k: r["dense_ms"][k] for k in ("p50", "p90", "p99")},
             "pruned_ms": {k: r["pruned_ms"][k] for k in ("p50", "p90", "p99")},
             "speedup": r["speedup"], "speedup_ci": r["speedup_ci"], "macs_ratio": macs_ratio,
             "efficiency": realisation_efficiency(r["speedup"], macs_ratio),
             "parity_max_abs": latency.get("parity", {}).get("pruned_max_abs"),
+            "parity_ok": latency.get("parity", {}).get("ok"),
             "verdict": verdict, "reasons": reasons,
         }
 
@@ -81,6 +87,11 @@ def build_report(run_dir: Path, cfg) -> dict:
         "layers": [{"name": g["name"], "kind": g["kind"], "size": g["size"], "kept": g["kept"]} for g in plan["groups"]],
         "notes": plan["notes"],
     }
+    report["precision"] = cfg.precision
+    parity = run_dir / "export" / "parity.json"
+    if cfg.precision == "int8" and parity.is_file():  # the Q/DQ graphs every target ran
+        quantised = read_json(parity).get("int8", {})
+        report["int8"] = {v: {k: quantised[v].get(k) for k in ("accuracy", "top1_agreement", "max_abs")} for v in quantised}
     own = metrics.get("own_budget")
     if own:  # CoSeP / C-SWAP: the per-layer counts the criterion chose and the MACs ratio they give
         report["own_budget"] = {"macs_ratio": own["macs_ratio"], "scaled": cfg.ratio is not None or cfg.macs_reduction is not None}
@@ -108,7 +119,11 @@ def markdown(report: dict) -> str:
     for name in ("dense", "pruned"):
         part = report[name]
         lines.append(f"| {name} | {part['macs'] / 1e6:.1f} M | {part['params'] / 1e6:.3f} M | {_fmt(part['accuracy'])} |")
-    lines += ["", f"MACs ratio (dense / pruned): **{report['macs_ratio']:.2f}x**; one-shot accuracy {_fmt(report['pruned']['accuracy_one_shot'])}.", ""]
+    lines += ["", f"MACs ratio (dense / pruned): **{report['macs_ratio']:.2f}x**; one-shot accuracy {_fmt(report['pruned']['accuracy_one_shot'])}; "
+                  f"precision {report.get('precision', 'fp32')}.", ""]
+    if "int8" in report:
+        lines += [f"INT8 (Q/DQ graphs, the same on every target): {v} accuracy {_fmt(r['accuracy'])}, top-1 agreement with "
+                  f"FP32 PyTorch {_fmt(r['top1_agreement'], '.3f')}" for v, r in report["int8"].items()] + [""]
     lines += ["## Latency per target", "", "| target | batch | dense p50 ms | pruned p50 ms | speedup [95% CI] | efficiency | verdict |",
               "|---|---:|---:|---:|---:|---:|---|"]
     for target, result in report["targets"].items():
