@@ -20,6 +20,7 @@ class Target:
     # A run may reach this target's compile stage even where its runtime is missing: the stages
     # before it (and the readiness check on the exported graph) still tell the user something.
     checks_before_runtime = False
+    int8_activations = "s8"  # the Q/DQ flavour its INT8 kernels want (exporters.quantize)
 
     def block(self, precision: str) -> int:
         """Channel multiple the runtime's kernels use; unaligned widths are padded back up."""

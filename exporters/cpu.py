@@ -16,6 +16,7 @@ MODEL_FILE = "model.ort"
 class OnnxRuntimeCpu(Target):
     name = "cpu"
     files = (MODEL_FILE,)
+    int8_activations = "u8"  # ONNX Runtime's x86 integer kernels are U8S8 (exporters.quantize)
 
     def block(self, precision: str) -> int:
         return cpu_vector_block()

@@ -214,16 +214,22 @@ def test_int8_runs_on_cpu_and_openvino_with_its_accuracy_checked(tmp_path, image
     report = json.loads((out / "report.json").read_text())
     check_contract(report, targets)
     assert report["precision"] == "int8" and all(report["targets"][t]["precision"] == "int8" for t in targets)
-    parity = json.loads((out / "export" / "parity.json").read_text())["int8"]
-    for variant in ("dense", "pruned"):
-        assert (out / "export" / f"{variant}.int8.onnx").is_file()
-        # the quantised graph classifies like the fp32 model it came from, and is scored on the eval split
-        assert parity[variant]["top1_agreement"] >= 0.8 and 0.0 <= parity[variant]["accuracy"] <= 1.0
-        assert abs(parity[variant]["accuracy"] - (report["dense"]["accuracy"] if variant == "dense" else report["pruned"]["accuracy"])) <= 0.25
     import onnx
 
-    ops = {n.op_type for n in onnx.load(str(out / "export" / "pruned.int8.onnx")).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    parity = json.loads((out / "export" / "parity.json").read_text())["int8"]
+    flavours = {"cpu": "u8", "openvino": "s8"}
+    assert set(parity) == {flavours[t] for t in targets}
+    for flavour, facts in parity.items():
+        for variant in ("dense", "pruned"):
+            path = out / "export" / f"{variant}.int8-{flavour}.onnx"
+            # the quantised graph classifies like the fp32 model it came from, and is scored on the eval split
+            assert facts[variant]["top1_agreement"] >= 0.8 and 0.0 <= facts[variant]["accuracy"] <= 1.0
+            assert abs(facts[variant]["accuracy"] - report[variant]["accuracy"]) <= 0.25
+            graph = onnx.load(str(path)).graph
+            assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= {n.op_type for n in graph.node}
+            zero_points = [i for i in graph.initializer if "zero_point" in i.name]
+            wanted = onnx.TensorProto.UINT8 if flavour == "u8" else onnx.TensorProto.INT8
+            assert any(z.data_type == wanted for z in zero_points)  # the activations' flavour
     assert "INT8 (Q/DQ graphs" in (out / "report.md").read_text()
 
 

@@ -33,7 +33,7 @@ STAGES = (
     StageSpec("distill", "pipeline.stages.distill:run",
               ("distill_epochs", "distill_temperature", "distill_alpha", "distill_optimizer", "distill_lr", "distill_samples",
                "regularize", "batch_size", "eval_samples")),
-    StageSpec("export", "pipeline.stages.export:run", ("precision", "calib_samples", "eval_samples", "batch_size")),
+    StageSpec("export", "pipeline.stages.export:run", ("precision", "targets", "calib_samples", "eval_samples", "batch_size")),
     StageSpec("compile", "pipeline.stages.compile:run", ("precision", "batch_sizes", "input_shape"), per_target=True),
     StageSpec("profile", "pipeline.stages.profile:run",
               ("batch_sizes", "profile_seconds", "profile_trials", "threads"), per_target=True),

@@ -1,6 +1,6 @@
 """export: dense and pruned models to ONNX (opset 17, dynamic batch), checked, cleaned, with a check
 that the pruned graph really shrank and ONNX Runtime parity against PyTorch in parity.json. With
---precision int8 also their Q/DQ graphs (<variant>.int8.onnx, exporters.quantize), whose agreement
+--precision int8 also their Q/DQ graphs (<variant>.int8-<s8|u8>.onnx, exporters.quantize), whose agreement
 with PyTorch and, with --data, accuracy on the eval split are the real check of the quantisation."""
 
 from __future__ import annotations
@@ -61,18 +61,27 @@ def run(ctx: StageContext) -> None:
     info(f"export: weights {shrink['weights_ratio']:.2f}x smaller, parity max abs {parity['pruned']['max_abs']:.1e}")
 
 
+def int8_path(out, variant: str, flavour: str):
+    return out / f"{variant}.int8-{flavour}.onnx"
+
+
 def quantize_both(cfg, out, models: dict, inputs: torch.Tensor) -> dict:
-    """Q/DQ graphs of both variants from the same calibration images; their parity and accuracy."""
+    """Q/DQ graphs of both variants, in each activation flavour the targets want, from the same
+    calibration images; their parity with PyTorch and accuracy: {flavour: {variant: facts}}."""
+    from exporters import TARGETS
     from exporters.quantize import CALIBRATION_IMAGES, to_qdq
 
     calibration = reference_inputs(cfg, min(cfg.calib_samples, CALIBRATION_IMAGES)).numpy()
-    result = {}
-    for variant, model in models.items():
-        path = out / f"{variant}.int8.onnx"
-        facts = to_qdq(out / f"{variant}.onnx", path, calibration)
-        result[variant] = {**facts, **onnx_export.parity(model, path, inputs), "accuracy": onnx_accuracy(cfg, path)}
-    info(f"export: int8 Q/DQ top-1 agreement with fp32 PyTorch {result['pruned']['top1_agreement']:.2f}"
-         + (f", accuracy dense {result['dense']['accuracy']:.4f} pruned {result['pruned']['accuracy']:.4f}" if result["pruned"]["accuracy"] is not None else ""))
+    result: dict[str, dict] = {}
+    for flavour in sorted({TARGETS.load_class(t).int8_activations for t in cfg.targets}):
+        for variant, model in models.items():
+            path = int8_path(out, variant, flavour)
+            facts = to_qdq(out / f"{variant}.onnx", path, calibration, flavour)
+            result.setdefault(flavour, {})[variant] = {**facts, **onnx_export.parity(model, path, inputs),
+                                                       "accuracy": onnx_accuracy(cfg, path)}
+        pruned = result[flavour]["pruned"]
+        info(f"export: int8 ({flavour}) Q/DQ top-1 agreement with fp32 PyTorch {pruned['top1_agreement']:.2f}"
+             + (f", accuracy dense {result[flavour]['dense']['accuracy']:.4f} pruned {pruned['accuracy']:.4f}" if pruned["accuracy"] is not None else ""))
     return result
 
 

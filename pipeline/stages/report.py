@@ -91,7 +91,8 @@ def build_report(run_dir: Path, cfg) -> dict:
     parity = run_dir / "export" / "parity.json"
     if cfg.precision == "int8" and parity.is_file():  # the Q/DQ graphs every target ran
         quantised = read_json(parity).get("int8", {})
-        report["int8"] = {v: {k: quantised[v].get(k) for k in ("accuracy", "top1_agreement", "max_abs")} for v in quantised}
+        report["int8"] = {flavour: {v: {k: facts[v].get(k) for k in ("accuracy", "top1_agreement", "max_abs")} for v in facts}
+                          for flavour, facts in quantised.items()}
     own = metrics.get("own_budget")
     if own:  # CoSeP / C-SWAP: the per-layer counts the criterion chose and the MACs ratio they give
         report["own_budget"] = {"macs_ratio": own["macs_ratio"], "scaled": cfg.ratio is not None or cfg.macs_reduction is not None}
@@ -122,8 +123,9 @@ def markdown(report: dict) -> str:
     lines += ["", f"MACs ratio (dense / pruned): **{report['macs_ratio']:.2f}x**; one-shot accuracy {_fmt(report['pruned']['accuracy_one_shot'])}; "
                   f"precision {report.get('precision', 'fp32')}.", ""]
     if "int8" in report:
-        lines += [f"INT8 (Q/DQ graphs, the same on every target): {v} accuracy {_fmt(r['accuracy'])}, top-1 agreement with "
-                  f"FP32 PyTorch {_fmt(r['top1_agreement'], '.3f')}" for v, r in report["int8"].items()] + [""]
+        lines += [f"INT8 (Q/DQ graphs, {flavour} activations): {v} accuracy {_fmt(r['accuracy'])}, top-1 agreement with "
+                  f"FP32 PyTorch {_fmt(r['top1_agreement'], '.3f')}" for flavour, facts in report["int8"].items()
+                  for v, r in facts.items()] + [""]
     lines += ["## Latency per target", "", "| target | batch | dense p50 ms | pruned p50 ms | speedup [95% CI] | efficiency | verdict |",
               "|---|---:|---:|---:|---:|---:|---|"]
     for target, result in report["targets"].items():
