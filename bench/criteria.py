@@ -68,8 +68,13 @@ def table(cache: dict) -> str:
     lines = [f"Pretrained CIFAR-10 ResNets of ../shared, CIFAR-10 JPEG test split (10,000 images), 1,024 class-stratified "
              f"calibration images, BatchNorm re-estimated after removal, kept widths rounded to 8. Columns: one-shot accuracy "
              f"with no compensation / mean-shift / least-squares re-fit; after 1 epoch of distillation (SGD lr 0.01, T 4, alpha 0.9) "
-             f"with the scorer's own compensation; seconds of calibration + scoring. Measured on {machine()}; "
-             f"'-' = not measured yet (`make bench-criteria` resumes).", "",
+             f"with the scorer's own compensation; seconds of calibration + scoring. MACs 'own': the per-layer counts CoSeP "
+             f"or C-SWAP chose; ranking 'own, scaled': those counts scaled by one factor to the target; 'name@uniform': the "
+             f"criterion's scores spread uniformly instead. Measured on {machine()}. '-' = not measured: mean-shift beyond "
+             f"2x (it equals no compensation wherever BatchNorm is re-estimated, as every 2x row shows), C-SWAP with "
+             f"other compensations (each is a new scoring of minutes), distillation cells still to run "
+             f"(`make bench-criteria` resumes). Scoring does not depend on the budget: its seconds are shown once per "
+             f"scorer; C-SWAP's were taken while other jobs shared the 2 cores (alone: 'Measured here').", "",
              "| model | MACs | scorer | ranking | one-shot | + mean-shift | + lstsq re-fit | 1 epoch KD | calib+score s |",
              "|---|---:|---|---|---:|---:|---:|---:|---:|"]
     def order(key):
@@ -86,7 +91,7 @@ def table(cache: dict) -> str:
         reached = next(r[v]['macs_ratio'] for v in VARIANTS if v in r)
         lines.append(f"| {model} | {'own' if budget == 'own' else f'{float(budget):g}x'} ({reached:.2f}) | {scorer} | {ranking} | "
                      f"{cell('none')} | {cell('mean')} | {cell('lstsq')} | {f'{distilled:.4f}' if distilled else '-'} | "
-                     f"{f'{seconds:.0f}' if seconds else '-'} |")
+                     f"{f'{seconds:.0f}' if seconds and budget in ('own', '2') else ''} |")
     if "vit" in cache:
         v = cache["vit"]
         lines += ["", f"ViT-B/16 (random weights), VBP removing 50% of the MLP hidden neurons (global ranking, mean-shift): "

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -107,12 +108,13 @@ class TensorRt(Target):
         version = _trtexec_version()
         results: dict[str, list[list[float]]] = {v: [] for v in compiled}
         names = list(compiled)
-        for trial in range(trials):
-            for variant in names if trial % 2 == 0 else names[::-1]:
-                times = Path(compiled[variant]) / f"times-{trial}.json"
-                _run(trtexec.profile_command(Path(compiled[variant]) / ENGINE, builds[variant]["input"], tuple(input_shape),
-                                             seconds / trials, times, version))
-                results[variant].append(trtexec.read_times(times))
+        with tempfile.TemporaryDirectory() as scratch:  # the compile stage's files stay as they were written
+            for trial in range(trials):
+                for variant in names if trial % 2 == 0 else names[::-1]:
+                    times = Path(scratch) / f"{variant}-{trial}.json"
+                    _run(trtexec.profile_command(Path(compiled[variant]) / ENGINE, builds[variant]["input"], tuple(input_shape),
+                                                 seconds / trials, times, version))
+                    results[variant].append(trtexec.read_times(times))
         return results
 
 
@@ -270,8 +272,9 @@ class _TrtexecSession:
         self.dir, self.input_name, self.shape, self.version = compiled_dir, input_name, input_shape, version
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        inputs, outputs = self.dir / "parity-input.bin", self.dir / "parity-output.json"
-        np.ascontiguousarray(batch, dtype=np.float32).tofile(inputs)
-        _run(trtexec.output_command(self.dir / ENGINE, self.input_name, tuple(batch.shape), inputs, outputs))
-        values = next(iter(trtexec.read_outputs(outputs).values()))
+        with tempfile.TemporaryDirectory() as scratch:
+            inputs, outputs = Path(scratch) / "input.bin", Path(scratch) / "output.json"
+            np.ascontiguousarray(batch, dtype=np.float32).tofile(inputs)
+            _run(trtexec.output_command(self.dir / ENGINE, self.input_name, tuple(batch.shape), inputs, outputs))
+            values = next(iter(trtexec.read_outputs(outputs).values()))
         return np.asarray(values, dtype=np.float32).reshape(batch.shape[0], -1)
