@@ -50,7 +50,7 @@ def library_versions() -> dict[str, str]:
     from importlib import metadata
 
     versions = {"python": platform.python_version()}
-    for dist in ("torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "openvino", "numpy"):
+    for dist in ("torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "openvino", "tensorrt", "tensorrt-cu12", "numpy"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
