@@ -40,7 +40,7 @@ from pipeline.surgery import UnitGroup, execution_order
 SAMPLES_PER_CLASS = 64  # at most half of each class's calibration images: the rest is held out
 Z_ONE_SIDED = 1.645  # alpha 0.05
 CHUNK = 0.1  # fraction of a layer's candidates removed per progressive step
-ROWS_PER_PASS = 1024  # interventions x samples in one forward pass
+PASS_VALUES = 1024 * 3 * 32 * 32  # input values per forward pass (interventions x samples): 1,024 CIFAR images
 LEVELS = {"detrimental": 0, "neutral": 1, "critical": 2}  # prune order: lower first
 
 
@@ -99,7 +99,8 @@ class CSwapScorer(Scorer):
         model = ctx.model.eval()
         inputs, labels = _calibration_set(model, ctx.batches())
         with torch.no_grad():
-            correct = torch.cat([model(inputs[i:i + 256]).argmax(1) for i in range(0, len(inputs), 256)]) == labels
+            step = _rows_per_pass(inputs)
+            correct = torch.cat([model(inputs[i:i + step]).argmax(1) for i in range(0, len(inputs), step)]) == labels
         scoring, held_out = split_calibration(labels, correct)
         if len(scoring) == 0:
             raise DataError("cswap measures effects on images the model classifies correctly, and it gets none of the "
@@ -114,9 +115,8 @@ class CSwapScorer(Scorer):
                     for g in ctx.groups for c in g.consumers if not c.depthwise}
         tolerance = float(ctx.options.get("max_acc_drop", 0.005))
         max_unit_ratio = float(ctx.options.get("max_unit_ratio", 0.9))
-        with torch.no_grad():
-            dense_accuracy = float((model(x_held).argmax(1) == y_held).double().mean())
         intervener = Intervener(model, ctx.groups, fill)
+        dense_accuracy = _accuracy(intervener, intervener.prefix(x_held, [g.name for g in ctx.groups]), y_held)
         scores: dict[str, torch.Tensor] = {}
         try:
             with progress(sum(g.size for g in ctx.groups), "cswap interventions", "unit") as bar:
@@ -134,13 +134,12 @@ class CSwapScorer(Scorer):
     def _layer(self, intervener: Intervener, group: UnitGroup, ctx: ScoreContext, x_score, y_score, x_held, y_held,
                dense_accuracy: float, tolerance: float, max_unit_ratio: float, advance) -> torch.Tensor:
         prefix = intervener.prefix(x_score, [group.name])
-        reference = true_class_probability(intervener.logits(prefix), y_score)[0]
+        reference = _probabilities(intervener, prefix, y_score)[0]
         differences = torch.empty(group.size, len(y_score), dtype=torch.float64)
-        per_pass = max(1, ROWS_PER_PASS // len(y_score))
+        per_pass = max(1, _rows_per_pass(x_score) // len(y_score))
         for start in range(0, group.size, per_pass):
             units = list(range(start, min(group.size, start + per_pass)))
-            probability = true_class_probability(intervener.logits(prefix, group.name, units), y_score)
-            differences[start:start + len(units)] = probability - reference
+            differences[start:start + len(units)] = _probabilities(intervener, prefix, y_score, group.name, units) - reference
             advance(len(units))
         effects = (differences / reference.clamp_min(1e-12)).mean(1)
         t_lowest, t_highest = class_tests(differences, y_score)
@@ -157,7 +156,7 @@ class CSwapScorer(Scorer):
         for start in range(0, len(candidates), step):
             chunk = candidates[start:start + step]
             intervener.remove(group.name, chunk)
-            trial = float((intervener.logits(held_prefix).argmax(1) == y_held).double().mean())
+            trial = _accuracy(intervener, held_prefix, y_held)
             if dense_accuracy - trial > tolerance:
                 intervener.restore(group.name, chunk)
                 break
@@ -169,6 +168,31 @@ class CSwapScorer(Scorer):
         ctx.add_evidence(group.name, effect=effects.tolist(), t_lowest=t_lowest.tolist(), t_highest=t_highest.tolist(),
                          category=categories, removed_in_progressive=[int(u in gone) for u in range(group.size)])
         return scores
+
+
+def _rows_per_pass(inputs: torch.Tensor) -> int:
+    """Rows (interventions x samples) per forward pass: 1,024 at CIFAR size, fewer for larger inputs."""
+    return max(1, PASS_VALUES // inputs[0].numel())
+
+
+def _probabilities(intervener: Intervener, prefix, labels: torch.Tensor, group: str | None = None,
+                   units: list[int] | None = None) -> torch.Tensor:
+    """(len(units) or 1, samples) true-class probabilities, the samples taken in slices that keep each
+    forward pass within _rows_per_pass."""
+    blocks = len(units) if units else 1
+    step = max(1, _rows_per_pass(prefix.inputs) // blocks)
+    parts = []
+    for start in range(0, len(labels), step):
+        rows = slice(start, min(len(labels), start + step))
+        parts.append(true_class_probability(intervener.logits(prefix, group, units, rows=rows), labels[rows]))
+    return torch.cat(parts, 1)
+
+
+def _accuracy(intervener: Intervener, prefix, labels: torch.Tensor) -> float:
+    step = _rows_per_pass(prefix.inputs)
+    correct = sum(int((intervener.logits(prefix, rows=slice(i, i + step)).argmax(1) == labels[i:i + step]).sum())
+                  for i in range(0, len(labels), step))
+    return correct / max(len(labels), 1)
 
 
 def top_down(model, example, groups: list[UnitGroup]) -> list[UnitGroup]:

@@ -120,3 +120,16 @@ def test_only_correctly_classified_images_are_scored():
     scoring, held_out = split_calibration(labels, correct, per_class=32)
     assert bool(correct[scoring].all()) and len(scoring) == 10  # 5 right per class, all within half the class
     assert sorted(scoring.tolist() + held_out.tolist()) == list(range(20))
+
+
+def test_cswap_in_small_passes_gives_the_same_answer(monkeypatch):
+    """Large inputs are scored a few rows per forward pass; the result must not depend on it."""
+    from pipeline.scorers import cswap
+
+    batches = class_signal_batches(2, 64, 0.2)
+    whole = _context(cswap_model(), torch.randn(1, 2), batches, "cswap", compensate="none")
+    expected = SCORERS.load("cswap")().score(whole)["2"]
+    monkeypatch.setattr(cswap, "PASS_VALUES", 6)  # 3 rows of 2 values per pass
+    sliced = _context(cswap_model(), torch.randn(1, 2), batches, "cswap", compensate="none")
+    torch.testing.assert_close(SCORERS.load("cswap")().score(sliced)["2"], expected)
+    assert sliced.budget == whole.budget and sliced.evidence["category"] == whole.evidence["category"]
