@@ -103,8 +103,7 @@ def own_budget(groups, own: dict[str, int], max_unit_ratio: float) -> tuple[dict
     for g in groups:
         if g.name not in own:
             continue
-        floor = max(1, math.ceil(g.size * (1.0 - max_unit_ratio)))
-        kept[g.name] = min(g.size, max(own[g.name], floor))
+        kept[g.name] = _clamp(g.size, own[g.name], 1, max_unit_ratio)
         if kept[g.name] != own[g.name]:
             clamped.append(g.name)
     notes = [f"{len(clamped)} group(s) kept more units than the criterion chose: at most {max_unit_ratio:.0%} of a group "

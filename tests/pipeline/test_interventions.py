@@ -24,21 +24,25 @@ def _removal(groups):
     return {g.name: [0] if g.kind == "head" else [0, 2] for i, g in enumerate(groups) if i % 2 == 0}
 
 
+def _masked_logits(model, groups, removal, inputs, fill=None):
+    """Logits with the `removal` units masked (filled with `fill` where given) by an Intervener."""
+    intervener = Intervener(model, groups, fill)
+    for name, units in removal.items():
+        intervener.remove(name, units)
+    try:
+        return intervener.logits(intervener.prefix(inputs, list(removal)))
+    finally:
+        intervener.close()
+
+
 @pytest.mark.parametrize("kind", ["resnet", "mobile", "vit"])
 def test_masking_equals_removal(kind):
     model, example, groups, inputs = _setup(kind)
     removal = _removal(groups)
     pruned = copy.deepcopy(model)
     surgery.apply_removal(pruned, example, groups, removal)
-    intervener = Intervener(model, groups)
-    for name, units in removal.items():
-        intervener.remove(name, units)
-    try:
-        masked = intervener.logits(intervener.prefix(inputs, list(removal)))
-    finally:
-        intervener.close()
     with torch.no_grad():
-        torch.testing.assert_close(masked, pruned(inputs), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(_masked_logits(model, groups, removal, inputs), pruned(inputs), atol=1e-5, rtol=1e-5)
 
 
 def test_mean_fill_equals_mean_shift_compensation():
@@ -52,15 +56,8 @@ def test_mean_fill_equals_mean_shift_compensation():
     compensation.fold_means(pruned, groups, removal, stats)
     surgery.apply_removal(pruned, example, groups, removal)
     fill = {c: stats[f"input_moments/{c}/mean"].float() for c in consumers}
-    intervener = Intervener(model, groups, fill)
-    for name, units in removal.items():
-        intervener.remove(name, units)
-    try:
-        masked = intervener.logits(intervener.prefix(inputs, list(removal)))
-    finally:
-        intervener.close()
     with torch.no_grad():
-        torch.testing.assert_close(masked, pruned(inputs), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(_masked_logits(model, groups, removal, inputs, fill), pruned(inputs), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["resnet", "vit"])
