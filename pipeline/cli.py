@@ -46,10 +46,17 @@ def _shape(ctx, param, value):
 
 @main.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML recipe; flags override its keys.")
-@click.option("--model", help="torchvision:NAME | cifar:resnet56 | package.module:factory  [default: torchvision:resnet18]")
-@click.option("--weights", help="Checkpoint (.pt/.pth/.th state dict, or .safetensors); loaded with weights_only=True.")
-@click.option("--data", help="ImageFolder root with train/ and test/ (or val/); synthetic inputs without it.")
-@click.option("--input-shape", callback=_shape, help="N,C,H,W  [default: the model family's, batch 1]")
+@click.option("--model", help="torchvision:NAME | timm:NAME | cifar:resnet56 | package.module:factory | file.py:factory  "
+              "[default: torchvision:resnet18]")
+@click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+              help="Keyword argument of the model's constructor (repeatable), e.g. drop_path_rate=0.1.")
+@click.option("--weights", help="Checkpoint: state dict (.pt/.pth/.th/.bin), training checkpoint (state_dict, "
+              "state_dict_ema) or .safetensors; loaded with weights_only=True.")
+@click.option("--data", help="ImageFolder root with train/ and test/ (or val/), or package.module:factory | file.py:factory "
+              "returning (train_dataset, eval_dataset); synthetic inputs without it.")
+@click.option("--input-shape", callback=_shape, help="N,C,H,W  [default: the model's pretrained config, batch 1]")
+@click.option("--mean", help="Normalisation mean per channel, e.g. 0.5,0.5,0.5  [default: the model's pretrained config]")
+@click.option("--std", help="Normalisation std per channel  [default: the model's pretrained config]")
 @click.option("--scorer", help="Criterion (see `pipeline list`)  [default: l1]")
 @click.option("--ratio", type=float, help="Fraction of units removed per prunable group, in (0, 1)  [default: 0.5]")
 @click.option("--macs-reduction", type=float, help="Reach dense MACs / pruned MACs = X (within 5%) instead of a ratio.")
@@ -97,6 +104,7 @@ def run(config_file, no_bn, until, force, **options):
         options["bn_recalibration"] = False
     options["targets"] = options["targets"] or None
     options["keep_layers"] = options["keep_layers"] or None
+    options["model_args"] = options["model_args"] or None
     cfg = build_config(config_file, **options)
     run_dir = run_pipeline(cfg, force=force, until=until)
     if until is None:
@@ -205,18 +213,15 @@ def check(onnx_file, target, precision, trt_version, strict):
 def list_plugins():
     """Scorers, targets and model families, and why any of them cannot load here."""
     from exporters import TARGETS
-    from pipeline.model_specs import FAMILIES
+    from pipeline.models import FAMILIES
     from pipeline.scorers import SCORERS
 
-    for title, registry in (("scorers", SCORERS), ("targets", TARGETS)):
+    for title, registry in (("scorers", SCORERS), ("targets", TARGETS), ("model families", FAMILIES)):
         click.echo(f"{title}:")
         for name in registry.names():
             reason = registry.unavailable_reason(name)
             status = f"  [unavailable: {reason}]" if reason else ""
             click.echo(f"  {name:12s} {registry.entry(name).summary}{status}")
-    click.echo("model families:")
-    for name, summary in FAMILIES.items():
-        click.echo(f"  {name:12s} {summary}")
 
 
 if __name__ == "__main__":

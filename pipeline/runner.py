@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pipeline.core.artifacts import StageWriter, read_manifest, sha256_file, sha256_json, write_json
 from pipeline.core.config import RunConfig, build_config
-from pipeline.core.errors import ArtifactError, ConfigError, PluginUnavailableError
+from pipeline.core.errors import ArtifactError, ConfigError
 from pipeline.core.log import info
 from pipeline.stages import STAGES, StageSpec
 
@@ -48,48 +48,16 @@ def stage(name: str) -> StageSpec:
     raise ConfigError(f"unknown stage '{name}'; stages: {', '.join(s.name for s in STAGES)}")
 
 
-def preflight(cfg: RunConfig) -> None:
-    """Reject bad input before anything is written."""
-    from exporters import TARGETS
-    from pipeline.data import check_data_root
-    from pipeline.model_specs import parse_spec
-    from pipeline.scorers import SCORERS
-
-    SCORERS.entry(cfg.scorer)
-    for target in cfg.targets:
-        TARGETS.entry(target)
-        reason = TARGETS.unavailable_reason(target)
-        try:
-            target_class = TARGETS.load_class(target)
-        except PluginUnavailableError:
-            target_class = None
-        if reason and (target_class is None or not target_class.checks_before_runtime):
-            raise PluginUnavailableError(f"target '{target}' cannot run here: {reason}")
-        problem = target_class().precision_problem(cfg.precision)
-        if problem:
-            raise ConfigError(f"--precision {cfg.precision} on target '{target}': {problem}")
-    parse_spec(cfg.model)
-    if cfg.weights is not None and not Path(cfg.weights).is_file():
-        raise ConfigError(f"weights file {cfg.weights} does not exist")
-    if cfg.data is not None:
-        check_data_root(cfg.data)
-    _check_writable(run_dir_of(cfg))
-
-
-def _check_writable(run_dir: Path) -> None:
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise ArtifactError(f"cannot write to {run_dir}: {err.strerror or err}") from None
-
-
-def _data_fingerprint(root: str | None) -> str | None:
-    if root is None:
+def _data_fingerprint(source: str | None) -> str | None:
+    """Folders: every file's name, size and time; factories: their file's; in memory: the key (a hash)."""
+    if source is None:
         return None
-    entries = []
+    from pipeline.data.sources import kind_of
+
+    if kind_of(source) != "folder":
+        path = Path(source.rpartition(":")[0])
+        return sha256_json([source, sha256_file(path) if path.suffix == ".py" and path.is_file() else None])
+    root, entries = source, []
     for folder, _, files in os.walk(root):
         for name in files:
             stat = os.stat(os.path.join(folder, name))
@@ -180,13 +148,17 @@ def load_run_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise ArtifactError(f"{run_dir} is not a run directory (no {CONFIG_FILE}); create one with `pipeline run --out {run_dir}`")
+    from pipeline.preflight import resolve
+
     values = json.loads(path.read_text())
-    return build_config(None, **values)
+    return resolve(build_config(None, **values))  # configs saved before a setting existed get its default
 
 
 def run_pipeline(cfg: RunConfig, force: bool = False, until: str | None = None) -> Path:
-    preflight(cfg)
+    from pipeline.preflight import check_and_resolve
+
     run_dir = run_dir_of(cfg)
+    cfg = check_and_resolve(cfg, run_dir)
     save_config(cfg, run_dir)
     for spec in STAGES:
         if spec.name == "distill" and cfg.distill_epochs == 0:

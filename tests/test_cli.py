@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline.cifar_resnet import cifar_resnet
+from pipeline.models.cifar import cifar_resnet
 from pipeline.cli import main
 
 FAST = ["--profile-seconds", "0.1", "--calib-samples", "8", "--batch-size", "8"]
@@ -93,7 +93,8 @@ def test_bad_input_is_one_line_and_nonzero_and_leaves_nothing_half_written(args,
     assert result.exit_code != 0
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert message in result.output
-    assert result.output.count("Error") == 1 and "Traceback" not in result.output
+    error_lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error_lines) == 1 and "Traceback" not in result.output
     assert no_incomplete_stage(tmp_path / "run")
 
 

@@ -6,8 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.data import DataSpec, accuracy, eval_loader
-from pipeline.models import build_model
+from pipeline.data.loaders import accuracy, eval_loader
+from pipeline.data.sources import DataSpec
+from pipeline.models.build import build_model, preprocessing_of
 from tests.conftest import shared_model
 
 pytestmark = pytest.mark.shared
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.shared
 
 def test_resnet20_checkpoint_evaluates_as_published(cifar10):
     model = build_model("cifar:resnet20", str(shared_model("resnet20-cifar10.th")))
-    loader = eval_loader(DataSpec(cifar10, "cifar:resnet20", (1, 3, 32, 32)), None, 500, 0)
+    loader = eval_loader(DataSpec(str(cifar10), (1, 3, 32, 32), preprocessing_of("cifar:resnet20")), None, 500, 0)
     assert accuracy(model, loader) == pytest.approx(0.8103, abs=0.003)
 
 

@@ -5,7 +5,7 @@ Unknown keys and out-of-range values are errors with a one-line message."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +16,22 @@ RANKINGS = ("auto", "uniform", "global")
 COMPENSATIONS = ("auto", "none", "mean", "lstsq")
 REGULARISERS = ("none", "class-aware")
 OPTIMIZERS = ("sgd", "adamw")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
 @dataclass(frozen=True)
 class RunConfig:
     # what to prune
     model: str = "torchvision:resnet18"
+    model_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the model's constructor
     weights: str | None = None
-    data: str | None = None
-    input_shape: tuple[int, ...] | None = None  # N,C,H,W; None: the model family's default
+    data: str | None = None  # ImageFolder root, or package.module:factory / file.py:factory of datasets
+    # preprocessing; None: the model family's (resolved at preflight and saved in config.json)
+    input_shape: tuple[int, ...] | None = None  # N,C,H,W; N is the batch size profiled
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    interpolation: str | None = None  # bilinear | bicubic | nearest
+    crop_pct: float | None = None  # resize to input size / crop_pct, then centre crop
     # how much and by which criterion
     scorer: str = "l1"
     ratio: float | None = None  # fraction of units removed per group; default 0.5 without a MACs target
@@ -88,6 +95,16 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"--macs-reduction must be > 1 (dense MACs / pruned MACs), got {cfg.macs_reduction}")
     if cfg.input_shape is not None and (len(cfg.input_shape) != 4 or min(cfg.input_shape) < 1):
         raise ConfigError(f"--input-shape must be N,C,H,W with positive sizes, got {','.join(map(str, cfg.input_shape))}")
+    for name in ("mean", "std"):
+        values = getattr(cfg, name)
+        if values is not None and (not values or (name == "std" and min(values) <= 0)):
+            raise ConfigError(f"--{name} must be one positive value per channel (comma-separated), got {values}")
+    if cfg.crop_pct is not None and not 0.0 < cfg.crop_pct <= 1.0:
+        raise ConfigError(f"crop_pct must be in (0, 1], got {cfg.crop_pct}")
+    if cfg.interpolation is not None and cfg.interpolation not in INTERPOLATIONS:
+        raise ConfigError(f"unknown interpolation '{cfg.interpolation}'; valid: {', '.join(INTERPOLATIONS)}")
+    if not isinstance(cfg.model_args, dict):
+        raise ConfigError(f"model_args must be a mapping of argument names to values, got {cfg.model_args!r}")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"unknown precision '{cfg.precision}'; valid: {', '.join(PRECISIONS)}")
     if cfg.ranking not in RANKINGS:
@@ -122,6 +139,29 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("give at least one --target")
 
 
+def parse_floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in str(text).split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"{flag} must be comma-separated numbers, got '{text}'") from None
+
+
+def parse_model_args(pairs) -> dict[str, Any]:
+    """`key=value` strings -> {key: value}, values typed as YAML reads them (1, 0.5, true, [1, 2], text)."""
+    import yaml
+
+    args: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = str(pair).partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ConfigError(f"--model-arg must look like name=value, got '{pair}'")
+        try:
+            args[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            args[key.strip()] = value
+    return args
+
+
 def parse_shape(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in str(text).replace("x", ",").split(",") if part.strip())
@@ -129,10 +169,14 @@ def parse_shape(text: str) -> tuple[int, ...]:
         raise ConfigError(f"--input-shape must be N,C,H,W integers, got '{text}'") from None
 
 
-_TUPLES = {"input_shape", "keep_layers", "targets", "batch_sizes"}
+_TUPLES = {"input_shape", "keep_layers", "targets", "batch_sizes", "mean", "std"}
 
 
 def _coerce(name: str, value: Any) -> Any:
+    if name in ("mean", "std") and isinstance(value, str):
+        return parse_floats(value, f"--{name}")
+    if name == "model_args" and isinstance(value, (list, tuple)):
+        return parse_model_args(value)
     if name in _TUPLES and value is not None:
         if name == "input_shape" and isinstance(value, str):
             return parse_shape(value)

@@ -8,7 +8,7 @@ from typing import Callable, Iterable
 import torch
 import torch.nn as nn
 
-from pipeline.surgery import UnitGroup
+from pipeline.pruning.surgery import UnitGroup
 
 
 @dataclass
@@ -36,7 +36,7 @@ class ScoreContext:
 
 
 class Scorer:
-    """Subclasses set `needs` (calibration collectors, see pipeline.calibration) and implement
+    """Subclasses set `needs` (calibration collectors, see pipeline.statistics.calibration) and implement
     `score_group`. Higher scores are more important.
 
     `kinds` limits the unit kinds scored (others are kept whole); `ranking` is how the budget is

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from pipeline.scorers.base import Scorer, ScoreContext, per_unit_from_params, sum_per_unit
-from pipeline.surgery import UnitGroup
+from pipeline.pruning.surgery import UnitGroup
 
 
 class BNScaleScorer(Scorer):

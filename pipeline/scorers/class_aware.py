@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from pipeline.scorers.base import Scorer, ScoreContext, sum_per_unit
-from pipeline.surgery import UnitGroup
+from pipeline.pruning.surgery import UnitGroup
 
 TAU = 0.1
 TIE_BREAK = 1e-3

@@ -26,10 +26,10 @@ import math
 
 import torch
 
-from pipeline import clustering
+from pipeline.statistics import clustering
 from pipeline.core.errors import DataError
 from pipeline.scorers.base import Scorer, ScoreContext, per_unit_from_params
-from pipeline.surgery import UnitGroup
+from pipeline.pruning.surgery import UnitGroup
 
 ALL_K_UP_TO = 128  # above this many units, k runs over a log-spaced grid
 GRID_POINTS = 64

@@ -18,9 +18,9 @@ input); in each, the non-critical units are removed in chunks of 10% of them, de
 largest effect first; a chunk that costs more than --max-acc-drop accuracy against the dense model
 on a held-out split of the calibration images is undone and ends the layer. Each layer is scored on
 the model with the later layers already pruned. No fine-tuning. The per-layer counts are this
-criterion's own budget; a budget flag scales them (pipeline.budget.ScaledAllocator).
+criterion's own budget; a budget flag scales them (pipeline.pruning.budget.ScaledAllocator).
 
-Cost: per layer, one pass for the layers before it (cached, pipeline.interventions.Prefix) and per
+Cost: per layer, one pass for the layers before it (cached, pipeline.statistics.interventions.Prefix) and per
 unit one pass through the rest, many units per pass; at most 64 scoring images per class, the rest
 of the calibration set held out. So it grows linearly with the number of units and of images."""
 
@@ -32,10 +32,10 @@ import torch
 
 from pipeline.core.errors import DataError
 from pipeline.core.log import progress
-from pipeline.data import SYNTHETIC_LABEL
-from pipeline.interventions import Intervener
+from pipeline.data.loaders import SYNTHETIC_LABEL
+from pipeline.statistics.interventions import Intervener
 from pipeline.scorers.base import Scorer, ScoreContext
-from pipeline.surgery import UnitGroup, execution_order
+from pipeline.pruning.surgery import UnitGroup, execution_order
 
 SAMPLES_PER_CLASS = 64  # at most half of each class's calibration images: the rest is held out
 Z_ONE_SIDED = 1.645  # alpha 0.05

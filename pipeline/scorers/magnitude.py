@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from pipeline.scorers.base import Scorer, ScoreContext, per_unit_from_params
-from pipeline.surgery import UnitGroup
+from pipeline.pruning.surgery import UnitGroup
 
 
 class L1Scorer(Scorer):

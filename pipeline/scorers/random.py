@@ -7,7 +7,7 @@ import zlib
 import torch
 
 from pipeline.scorers.base import Scorer, ScoreContext
-from pipeline.surgery import UnitGroup
+from pipeline.pruning.surgery import UnitGroup
 
 
 class RandomScorer(Scorer):

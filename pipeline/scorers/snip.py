@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from pipeline import calibration
+from pipeline.statistics import calibration
 from pipeline.scorers.base import Scorer, ScoreContext, mean_normalised, per_unit_from_consumers
-from pipeline.surgery import UnitGroup
+from pipeline.pruning.surgery import UnitGroup
 
 
 class SnipScorer(Scorer):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.calibration import WEIGHT_GRADS
+from pipeline.statistics.calibration import WEIGHT_GRADS
 from pipeline.scorers.base import Scorer, ScoreContext, per_unit_from_params
-from pipeline.surgery import UnitGroup
+from pipeline.pruning.surgery import UnitGroup
 
 
 class TaylorScorer(Scorer):

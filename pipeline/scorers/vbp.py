@@ -2,7 +2,7 @@
 
 A unit's importance is the variance of its post-activation output on calibration data (Welford,
 float64, every spatial position or token an observation): replacing the unit by its mean costs, in
-expectation, exactly that variance, and mean-shift compensation (pipeline.compensation, on by default
+expectation, exactly that variance, and mean-shift compensation (pipeline.pruning.compensation, on by default
 here) puts the mean back. The paper ranks the MLP neurons of all blocks globally by raw variance,
 and so does this scorer on transformers. On CNN channels [INTERP, measured: bench/criteria.py] raw
 variances are not comparable across stages (later ResNet stages have smaller post-ReLU variances, so a
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from pipeline.scorers.base import Scorer, ScoreContext, per_unit_from_consumers
-from pipeline.surgery import UnitGroup
+from pipeline.pruning.surgery import UnitGroup
 
 
 class VarianceScorer(Scorer):

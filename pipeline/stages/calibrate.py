@@ -5,18 +5,19 @@ from __future__ import annotations
 
 from safetensors.torch import save_file
 
-from pipeline import calibration, surgery
+from pipeline.pruning.analysis import analyse
+from pipeline.statistics import calibration
 from pipeline.core.artifacts import write_json
 from pipeline.core.errors import ModelError
 from pipeline.core.log import info, progress
-from pipeline.data import accuracy, calibration_loader, eval_loader
-from pipeline.stages.common import StageContext, compensation_of, data_spec, dense_model, example_input, scorer_class
+from pipeline.data.loaders import accuracy, calibration_loader, eval_loader
+from pipeline.stages.common import StageContext, data_spec, dense_model, example_input, scorer_class
 
 
 def needs_of(cfg) -> tuple[str, ...]:
     """What the scorer reads, plus the activation means mean-shift compensation folds."""
     needs = set(scorer_class(cfg).needs)
-    if compensation_of(cfg) == "mean":
+    if cfg.compensate == "mean":
         needs.add("input_moments")
     return tuple(sorted(needs))
 
@@ -24,11 +25,11 @@ def needs_of(cfg) -> tuple[str, ...]:
 def run(ctx: StageContext) -> None:
     cfg = ctx.cfg
     model = dense_model(cfg)
-    analysis = surgery.analyse(model, example_input(cfg), cfg.keep_layers)
+    analysis = analyse(model, example_input(cfg), cfg.keep_layers)
     if not analysis.groups:
         raise ModelError(f"nothing in {cfg.model} can be pruned: " + ("; ".join(analysis.notes) or "no conv or linear layer between stem and classifier"))
     write_json(ctx.out / "groups.json", {
-        "stem": analysis.stem, "classifier": analysis.classifier, "notes": analysis.notes,
+        "stem": analysis.stem, "classifier": analysis.classifier, "notes": analysis.notes, "dropped": analysis.dropped,
         "groups": [g.to_dict() for g in analysis.groups],
     })
     for note in analysis.notes:

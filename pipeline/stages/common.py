@@ -10,9 +10,10 @@ import torch
 from pipeline.core.artifacts import read_json
 from pipeline.core.config import RunConfig
 from pipeline.core.errors import ArtifactError
-from pipeline.data import DataSpec, num_classes
-from pipeline.models import build_model, parse_spec
-from pipeline.surgery import UnitGroup, apply_removal
+from pipeline.data.sources import DataSpec, num_classes
+from pipeline.models.build import build_model, load_weights
+from pipeline.models.specs import Preprocessing
+from pipeline.pruning.surgery import UnitGroup, apply_removal, drop_modules
 
 PLAN, MODEL_WEIGHTS = "plan.json", "model.safetensors"
 
@@ -30,7 +31,10 @@ class StageContext:
 
 
 def input_shape(cfg: RunConfig) -> tuple[int, int, int, int]:
-    return tuple(cfg.input_shape) if cfg.input_shape else parse_spec(cfg.model).default_input_shape
+    """N,C,H,W, resolved at preflight (pipeline.preflight) from the flags or the model family."""
+    if cfg.input_shape is None:
+        raise ArtifactError("the run's config was not resolved; run it through pipeline.runner")
+    return tuple(cfg.input_shape)
 
 
 def example_input(cfg: RunConfig, batch: int = 1) -> torch.Tensor:
@@ -39,26 +43,20 @@ def example_input(cfg: RunConfig, batch: int = 1) -> torch.Tensor:
 
 
 def data_spec(cfg: RunConfig) -> DataSpec:
-    return DataSpec(Path(cfg.data) if cfg.data else None, cfg.model, input_shape(cfg))
+    shape = input_shape(cfg)
+    return DataSpec(cfg.data, shape, Preprocessing(shape[1:], cfg.mean, cfg.std, cfg.interpolation, cfg.crop_pct))
 
 
 def dense_model(cfg: RunConfig) -> torch.nn.Module:
     classes = None if cfg.weights else num_classes(data_spec(cfg))
     torch.manual_seed(cfg.seed)  # random-init models are the same in every stage
-    return build_model(cfg.model, cfg.weights, num_classes=classes)
+    return build_model(cfg.model, cfg.weights, num_classes=classes, model_args=cfg.model_args)
 
 
 def scorer_class(cfg: RunConfig):
     from pipeline.scorers import SCORERS
 
     return SCORERS.load(cfg.scorer)
-
-
-def compensation_of(cfg: RunConfig) -> str:
-    """--compensate, or the scorer's own default (VBP: mean), else none."""
-    if cfg.compensate != "auto":
-        return cfg.compensate
-    return getattr(scorer_class(cfg), "compensation", "none")
 
 
 def ranking_of(cfg: RunConfig, groups: list[UnitGroup]) -> str:
@@ -69,29 +67,33 @@ def load_groups(run_dir: Path) -> list[UnitGroup]:
     return [UnitGroup.from_dict(g) for g in read_json(run_dir / "calibrate" / "groups.json")["groups"]]
 
 
-def pruned_model(cfg: RunConfig, model_dir: Path, plan_dir: Path) -> torch.nn.Module:
-    """Replay plan.json onto a fresh dense model, then load the pruned weights."""
+def pruned_model(cfg: RunConfig, model_dir: Path, plan_dir: Path, dense: torch.nn.Module | None = None) -> torch.nn.Module:
+    """Replay plan.json onto a fresh dense model (or the one given), then load the pruned weights."""
     from safetensors.torch import load_file
 
-    from pipeline.compensation import add_bias
-
-    plan = read_json(plan_dir / PLAN)
-    model = dense_model(cfg)
-    for name in plan.get("added_biases", []):  # compensation gave these layers a bias
-        add_bias(model.get_submodule(name))
-    if "steps" in plan:  # iterative pruning: each step in the indexing of the model before it
-        from pipeline.iterative import replay
-
-        replay(model, example_input(cfg), plan["steps"])
-    else:
-        groups = [UnitGroup.from_dict(g) for g in plan["groups"]]
-        removal = {g["name"]: g["removed"] for g in plan["groups"]}
-        apply_removal(model, example_input(cfg), groups, removal)
     weights = model_dir / MODEL_WEIGHTS
     if not weights.is_file():
         raise ArtifactError(f"{weights} is missing; re-run the stage that writes it")
-    model.load_state_dict(load_file(str(weights)))
+    model = dense if dense is not None else dense_model(cfg)
+    replay_plan(model, read_json(plan_dir / PLAN), example_input(cfg))
+    load_weights(model, load_file(str(weights)), strict=True)
     return model.eval()
+
+
+def replay_plan(model: torch.nn.Module, plan: dict, example: torch.Tensor) -> None:
+    """Make `model` (dense) the architecture plan.json describes, in place."""
+    from pipeline.pruning.compensation import add_bias
+
+    drop_modules(model, plan.get("dropped_modules", []))
+    for name in plan.get("added_biases", []):  # compensation gave these layers a bias
+        add_bias(model.get_submodule(name))
+    if "steps" in plan:  # iterative pruning: each step in the indexing of the model before it
+        from pipeline.training.iterative import replay
+
+        replay(model, example, plan["steps"])
+    else:
+        groups = [UnitGroup.from_dict(g) for g in plan["groups"]]
+        apply_removal(model, example, groups, {g["name"]: g["removed"] for g in plan["groups"]})
 
 
 def final_model_dir(run_dir: Path) -> Path:

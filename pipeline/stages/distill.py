@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import save_file
 
 from pipeline.core.log import info, progress
-from pipeline.data import accuracy, eval_loader, train_loader
+from pipeline.data.loaders import accuracy, eval_loader, train_loader
 from pipeline.stages.common import MODEL_WEIGHTS, StageContext, data_spec, dense_model, pruned_model
-from pipeline.training import finetune
+from pipeline.training.distillation import finetune
 
 
 def run(ctx: StageContext) -> None:

@@ -12,7 +12,7 @@ from exporters import onnx as onnx_export
 from pipeline.core.artifacts import write_json
 from pipeline.core.errors import PipelineError
 from pipeline.core.log import info
-from pipeline.data import calibration_loader
+from pipeline.data.loaders import calibration_loader
 from pipeline.stages.common import StageContext, data_spec, dense_model, example_input, final_model_dir, input_shape, pruned_model
 
 PARITY_SAMPLES = 16
@@ -87,7 +87,7 @@ def quantize_both(cfg, out, models: dict, inputs: torch.Tensor) -> dict:
 
 def onnx_accuracy(cfg, path) -> float | None:
     """Top-1 accuracy of an ONNX graph on the eval split through ONNX Runtime; None without data."""
-    from pipeline.data import eval_loader
+    from pipeline.data.loaders import eval_loader
 
     loader = eval_loader(data_spec(cfg), cfg.eval_samples, cfg.batch_size, cfg.seed, cfg.workers)
     if loader is None:

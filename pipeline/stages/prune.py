@@ -4,17 +4,17 @@ BatchNorm statistics, and save plan.json + model.safetensors (replayable, no pic
 
 from __future__ import annotations
 
-import copy
 import math
 
 from safetensors.torch import load_file, save_file
 
 from exporters import TARGETS
-from pipeline import budget, compensation, iterative, macs, surgery
+from pipeline.pruning import budget, compensation, macs, surgery
+from pipeline.training import iterative
 from pipeline.core.artifacts import read_json, write_json
 from pipeline.core.log import info, progress
-from pipeline.data import accuracy, calibration_loader, eval_loader
-from pipeline.stages.common import (PLAN, MODEL_WEIGHTS, StageContext, compensation_of, data_spec, dense_model,
+from pipeline.data.loaders import accuracy, calibration_loader, eval_loader
+from pipeline.stages.common import (PLAN, MODEL_WEIGHTS, StageContext, data_spec, dense_model,
                                     example_input, input_shape, load_groups, ranking_of)
 
 
@@ -28,13 +28,15 @@ def channel_block(targets: tuple[str, ...], precision: str) -> int:
 
 def run(ctx: StageContext) -> None:
     cfg = ctx.cfg
+    analysis = read_json(ctx.stage_dir("calibrate") / "groups.json")
     model = dense_model(cfg)
+    surgery.drop_modules(model, analysis.get("dropped", []))  # training-only heads the forward never reaches
     example = example_input(cfg)
     groups = load_groups(ctx.run_dir)
     scores = load_file(str(ctx.stage_dir("score") / "scores.safetensors"))
     stats = load_file(str(ctx.stage_dir("calibrate") / "stats.safetensors"))
     round_to = cfg.round_to or channel_block(cfg.targets, cfg.precision)
-    ranking, method = ranking_of(cfg, groups), compensation_of(cfg)
+    ranking, method = ranking_of(cfg, groups), cfg.compensate
     estimator = macs.MacsEstimator(model, example, groups)
     own_path = ctx.stage_dir("score") / "budget.json"
     # the criterion chose per-group counts; an explicit --ranking spreads the budget by its scores instead
@@ -61,7 +63,7 @@ def run(ctx: StageContext) -> None:
             for name, units in step["removal"].items():
                 kept[name] -= len(units)
     else:
-        pruned = copy.deepcopy(model)
+        pruned = surgery.clone_model(model)
         added_biases = compensation.fold_means(pruned, groups, removal, stats) if method == "mean" else []
         surgery.apply_removal(pruned, example, groups, removal)
         if method == "lstsq":
@@ -76,12 +78,12 @@ def run(ctx: StageContext) -> None:
     dense_macs, dense_params = macs.count(model, example)
     pruned_macs, pruned_params = macs.count(pruned, example)
     one_shot = accuracy(pruned, eval_loader(spec, cfg.eval_samples, cfg.batch_size, cfg.seed, cfg.workers))
-    analysis = read_json(ctx.stage_dir("calibrate") / "groups.json")
     scorer_notes = read_json(ctx.stage_dir("score") / "notes.json")
     write_json(ctx.out / PLAN, {
         "model": cfg.model, "weights": cfg.weights, "input_shape": list(input_shape(cfg)), "scorer": cfg.scorer,
         "ratio": knob, "ranking": ranking, "compensation": method, "bn_recalibration": cfg.bn_recalibration,
         "macs_reduction_target": cfg.macs_reduction, "round_to": round_to, "added_biases": added_biases,
+        "dropped_modules": analysis.get("dropped", []),
         "notes": analysis["notes"] + scorer_notes + notes,
         "groups": [{**g.to_dict(), "removed": removal.get(g.name, []) if steps is None else None,
                     "kept": kept.get(g.name, g.size) if steps is not None else g.size - len(removal.get(g.name, []))} for g in groups],
@@ -103,12 +105,12 @@ def run(ctx: StageContext) -> None:
 
 
 def _iterative(cfg, ctx, model, example, groups, scores, kept, calibration):
-    """Class-Aware Pruning's schedule towards the same final kept counts (pipeline.iterative)."""
-    from pipeline import calibration as collectors
-    from pipeline.data import train_loader
+    """Class-Aware Pruning's schedule towards the same final kept counts (pipeline.training.iterative)."""
+    from pipeline.statistics import calibration as collectors
+    from pipeline.data.loaders import train_loader
     from pipeline.scorers.base import ScoreContext
     from pipeline.stages.common import scorer_class
-    from pipeline.training import finetune
+    from pipeline.training.distillation import finetune
 
     spec = data_spec(cfg)
     scorer = scorer_class(cfg)()

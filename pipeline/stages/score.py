@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import csv
 
 import torch
@@ -10,9 +9,10 @@ from safetensors.torch import load_file, save_file
 
 from pipeline.core.artifacts import write_json
 from pipeline.core.log import info
-from pipeline.data import calibration_loader
+from pipeline.data.loaders import calibration_loader
+from pipeline.pruning.surgery import clone_model
 from pipeline.scorers.base import ScoreContext
-from pipeline.stages.common import (StageContext, compensation_of, data_spec, dense_model, example_input, load_groups,
+from pipeline.stages.common import (StageContext, data_spec, dense_model, example_input, load_groups,
                                     scorer_class)
 
 
@@ -25,13 +25,13 @@ def run(ctx: StageContext) -> None:
     def fresh_model():
         """The same architecture, every layer re-initialised by its own default (seeded)."""
         torch.manual_seed(cfg.seed + 1)
-        fresh = copy.deepcopy(model)
+        fresh = clone_model(model)
         for module in fresh.modules():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
         return fresh.eval()
 
-    options = {"snip_at_init": cfg.snip_at_init, "compensate": compensation_of(cfg), "max_acc_drop": cfg.max_acc_drop,
+    options = {"snip_at_init": cfg.snip_at_init, "compensate": cfg.compensate, "max_acc_drop": cfg.max_acc_drop,
                "max_unit_ratio": cfg.max_unit_ratio, "bn_recalibration": cfg.bn_recalibration}
     score_ctx = ScoreContext(
         model=model, groups=groups, stats=stats, seed=cfg.seed, options=options,

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from exporters import onnx as onnx_export
-from pipeline.models import build_model
+from pipeline.models.build import build_model
 from tests.tiny_models import TINY_SPECS
 
 

@@ -8,7 +8,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from exporters import onnx as onnx_export
 from exporters import readiness
-from pipeline.models import build_model
+from pipeline.models.build import build_model
 from tests.tiny_models import TINY_SPECS
 
 

@@ -7,7 +7,7 @@ import torch
 from exporters import TARGETS
 from exporters import onnx as onnx_export
 from pipeline.core.errors import ConfigError
-from pipeline.models import build_model
+from pipeline.models.build import build_model
 from tests.tiny_models import TINY_SPECS
 
 

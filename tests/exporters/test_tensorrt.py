@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from exporters import TARGETS
 from exporters import onnx as onnx_export
 from pipeline.cli import main
-from pipeline.models import build_model
+from pipeline.models.build import build_model
 from tests.tiny_models import TINY_SPECS
 
 TENSORRT_MISSING = TARGETS.unavailable_reason("tensorrt")

@@ -3,14 +3,15 @@
 import torch
 import torch.nn as nn
 
-from pipeline import calibration, surgery
+from pipeline.pruning.analysis import analyse
+from pipeline.statistics import calibration
 from pipeline.scorers import SCORERS
 from pipeline.scorers.base import ScoreContext
 from pipeline.scorers.cswap import categorise, class_tests, split_calibration
 
 
 def _context(model, example, batches, scorer, **options):
-    groups = surgery.analyse(model, example).groups
+    groups = analyse(model, example).groups
     consumers = sorted({c.module for g in groups for c in g.consumers})
     stats = calibration.collect(model, batches, consumers, SCORERS.load(scorer).needs)
     return ScoreContext(model=model, groups=groups, stats=stats, batches=lambda: batches, example=example, options=options)

@@ -2,7 +2,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pipeline import calibration, surgery
+from pipeline.pruning.analysis import analyse
+from pipeline.statistics import calibration
 from pipeline.scorers import SCORERS
 from pipeline.scorers.base import ScoreContext
 from tests.tiny_models import TINY_SPECS
@@ -22,7 +23,7 @@ def _middle_group_model():
 
 def _context(model, needs=()):
     example = torch.randn(1, 3, 8, 8)
-    groups = surgery.analyse(model, example).groups
+    groups = analyse(model, example).groups
     batches = [(torch.randn(4, 3, 8, 8), torch.randint(0, 3, (4,))) for _ in range(2)]
     consumers = sorted({c.module for g in groups for c in g.consumers})
     stats = calibration.collect(model, batches, consumers, needs) if needs else {}
@@ -60,7 +61,7 @@ def test_taylor_by_hand():
 @pytest.mark.parametrize("scorer", SCORERS.names())
 @pytest.mark.parametrize("kind", sorted(TINY_SPECS))
 def test_every_scorer_scores_every_unit_of_every_tiny_model(scorer, kind):
-    from pipeline.models import build_model
+    from pipeline.models.build import build_model
 
     torch.manual_seed(0)
     model = build_model(TINY_SPECS[kind]).eval()
@@ -71,7 +72,7 @@ def test_every_scorer_scores_every_unit_of_every_tiny_model(scorer, kind):
             module.weight.data.normal_(0, 0.1)
     cls = SCORERS.load(scorer)
     example = torch.randn(1, 3, 32, 32)
-    groups = surgery.analyse(model, example).groups
+    groups = analyse(model, example).groups
     inputs = torch.randn(16, 3, 32, 32)
     with torch.no_grad():  # half the labels are the model's own predictions (C-SWAP scores those), half every class
         labels = torch.cat([model(inputs[:8]).argmax(1), torch.arange(8)])

@@ -3,13 +3,14 @@
 import torch
 import torch.nn as nn
 
-from pipeline import calibration, surgery
+from pipeline.pruning.analysis import analyse
+from pipeline.statistics import calibration
 from pipeline.scorers import SCORERS
 from pipeline.scorers.base import ScoreContext
 
 
 def _context(model, example, batches, scorer):
-    groups = surgery.analyse(model, example).groups
+    groups = analyse(model, example).groups
     consumers = sorted({c.module for g in groups for c in g.consumers})
     stats = calibration.collect(model, batches, consumers, SCORERS.load(scorer).needs)
     return ScoreContext(model=model, groups=groups, stats=stats, batches=lambda: batches)
@@ -26,7 +27,7 @@ def test_vbp_scores_post_activation_variance():
 
 
 def test_vbp_leaves_attention_heads_alone():
-    from pipeline.models import build_model
+    from pipeline.models.build import build_model
     from tests.tiny_models import TINY_SPECS
 
     model = build_model(TINY_SPECS["vit"]).eval()
@@ -99,10 +100,10 @@ def test_class_aware_counts_the_classes_each_filter_matters_to():
 
 
 def test_vbp_ranks_mlp_neurons_globally_and_conv_channels_per_layer():
-    from pipeline.models import build_model
+    from pipeline.models.build import build_model
     from tests.tiny_models import TINY_SPECS
 
     vbp = SCORERS.load("vbp")()
     for kind, expected in (("vit", "global"), ("resnet", "uniform")):
-        groups = surgery.analyse(build_model(TINY_SPECS[kind]).eval(), torch.randn(1, 3, 32, 32)).groups
+        groups = analyse(build_model(TINY_SPECS[kind]).eval(), torch.randn(1, 3, 32, 32)).groups
         assert vbp.ranking_for(groups) == expected

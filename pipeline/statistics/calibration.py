@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from pipeline.data import SYNTHETIC_LABEL
+from pipeline.data.loaders import SYNTHETIC_LABEL
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:

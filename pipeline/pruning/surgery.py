@@ -3,19 +3,18 @@
 A *unit group* is what one score vector ranks: the output channels of a conv or the hidden neurons
 of an MLP with everything coupled to them (BatchNorm, residual partners, consumers' input channels),
 or the heads of an attention module. Torch-Pruning's DependencyGraph finds the coupling; attention
-heads are handled here because they need the module's `num_heads` to change with the weights."""
+modules are opaque to it and their heads are removed by pipeline.pruning.heads. Only what the
+inference forward reaches is pruned; every group is checked by trial removal (validation)."""
 
 from __future__ import annotations
 
-import copy
-import fnmatch
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn as nn
 
-from pipeline.attention import HeadAttention
 from pipeline.core.errors import ModelError
+from pipeline.pruning.heads import boundary_pruner, head_columns, head_rows, is_head_attention, remove_heads
 
 KINDS = ("channel", "neuron", "head")
 
@@ -66,56 +65,20 @@ class UnitGroup:
         )
 
 
-@dataclass
-class Analysis:
-    groups: list[UnitGroup]
-    notes: list[str]  # what could not be pruned and why, for the report
-    stem: str
-    classifier: str
+def clone_model(model: nn.Module) -> nn.Module:
+    """copy.deepcopy, after detaching tensors that forward passes cached on modules (attention-bias
+    caches): deepcopy refuses tensors that are part of an autograd graph."""
+    import copy
 
-
-def _attention_pruner():
-    import torch_pruning as tp
-
-    class AttentionBoundary(tp.pruner.function.BasePruningFunc):
-        """Makes an attention module one opaque node whose in/out width is the residual width;
-        heads are removed by `remove_heads`, never by the dependency graph."""
-
-        def prune_out_channels(self, layer: HeadAttention, idxs):
-            keep = _keep(layer.proj.out_features, idxs)
-            _slice_linear(layer.proj, out_keep=keep)
-            return layer
-
-        def prune_in_channels(self, layer: HeadAttention, idxs):
-            keep = _keep(layer.qkv.in_features, idxs)
-            _slice_linear(layer.qkv, in_keep=keep)
-            return layer
-
-        def get_out_channels(self, layer: HeadAttention):
-            return layer.proj.out_features
-
-        def get_in_channels(self, layer: HeadAttention):
-            return layer.qkv.in_features
-
-    return AttentionBoundary()
-
-
-def _keep(size: int, removed) -> torch.Tensor:
-    removed = set(int(i) for i in removed)
-    return torch.tensor([i for i in range(size) if i not in removed], dtype=torch.long)
-
-
-def _slice_linear(layer: nn.Linear, out_keep: torch.Tensor | None = None, in_keep: torch.Tensor | None = None) -> None:
-    weight = layer.weight.data
-    if out_keep is not None:
-        weight = weight[out_keep]
-        if layer.bias is not None:
-            layer.bias = nn.Parameter(layer.bias.data[out_keep].clone())
-        layer.out_features = len(out_keep)
-    if in_keep is not None:
-        weight = weight[:, in_keep]
-        layer.in_features = len(in_keep)
-    layer.weight = nn.Parameter(weight.clone())
+    for module in model.modules():
+        for key, value in list(vars(module).items()):
+            if key in ("_parameters", "_buffers", "_modules"):
+                continue
+            if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+                setattr(module, key, value.detach())
+            elif isinstance(value, dict) and any(isinstance(v, torch.Tensor) and v.grad_fn is not None for v in value.values()):
+                setattr(module, key, {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in value.items()})
+    return copy.deepcopy(model)
 
 
 def execution_order(model: nn.Module, example: torch.Tensor) -> list[str]:
@@ -137,9 +100,43 @@ def execution_order(model: nn.Module, example: torch.Tensor) -> list[str]:
 def build_graph(model: nn.Module, example: torch.Tensor):
     import torch_pruning as tp
 
+    attention_types = {type(m) for m in model.modules() if is_head_attention(m)}
     return tp.DependencyGraph().build_dependency(
-        model, example_inputs=example, customized_pruners={HeadAttention: _attention_pruner()}, verbose=False
+        model, example_inputs=example, customized_pruners={t: boundary_pruner() for t in attention_types}, verbose=False
     )
+
+
+def reached_modules(model: nn.Module, example: torch.Tensor) -> set[str]:
+    """Names of the modules whose forward runs for `example` (eval mode)."""
+    reached: set[str] = set()
+    handles = [m.register_forward_hook(lambda m, i, o, name=name: reached.add(name)) for name, m in model.named_modules()]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return reached
+
+
+def unreached_modules(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """The outermost modules with parameters that the inference forward never calls (auxiliary
+    training heads): they are left out of pruning and removed from the pruned model."""
+    reached = reached_modules(model, example)
+    left_out: list[str] = []
+    for name, module in model.named_modules():
+        if name and name not in reached and any(True for _ in module.parameters()):
+            if not any(name.startswith(outer + ".") for outer in left_out):
+                if not any(r.startswith(name + ".") for r in reached):  # parts of it run: not left out
+                    left_out.append(name)
+    return left_out
+
+
+def drop_modules(model: nn.Module, names: list[str]) -> None:
+    """Detach the named submodules (set to None, as torchvision does for aux_logits=False)."""
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, None)
 
 
 def _slices_for(module: nn.Module, name: str, is_out: bool, positions: list[int], units: list[int]) -> list[ParamSlice]:
@@ -187,7 +184,7 @@ def _convert_group(graph, group) -> tuple[UnitGroup | None, str | None]:
         positions, units = [int(i) for i in item.idxs], [int(u) for u in item.root_idxs]
         if isinstance(module, nn.Conv2d) and 1 < module.groups and not (module.groups == module.in_channels == module.out_channels):
             return None, f"{root}: coupled with grouped conv {name} (groups={module.groups}), kept whole"
-        if isinstance(module, HeadAttention):
+        if is_head_attention(module):
             return None, f"{root}: the residual width, which attention {name} reads and writes, kept whole"
         depthwise = isinstance(module, nn.Conv2d) and module.groups > 1
         if is_out and isinstance(module, (nn.Conv2d, nn.Linear)) and name not in producers and not depthwise:
@@ -206,116 +203,18 @@ def _convert_group(graph, group) -> tuple[UnitGroup | None, str | None]:
     return UnitGroup(root, kind, size, producers, slices, consumers), None
 
 
-def _head_group(name: str, attention: HeadAttention) -> UnitGroup:
-    heads, dim = attention.num_heads, attention.head_dim
-    inner = heads * dim
-    rows = [section * inner + h * dim + d for section in range(3) for h in range(heads) for d in range(dim)]
-    row_units = [h for section in range(3) for h in range(heads) for d in range(dim)]
-    columns = list(range(inner))
-    column_units = [c // dim for c in columns]
+def _head_group(name: str, attention: nn.Module) -> UnitGroup:
+    heads = attention.num_heads
+    every = list(range(heads))
+    rows = head_rows(attention, every)
+    row_units = [unit for unit in every for _ in range(len(rows) // (3 * heads))] * 3
+    columns = head_columns(attention, every)
+    column_units = [c * heads // len(columns) for c in range(len(columns))]
     params = [ParamSlice(f"{name}.qkv", "weight", 0, rows, row_units)]
     if attention.qkv.bias is not None:
         params.append(ParamSlice(f"{name}.qkv", "bias", 0, rows, row_units))
     params.append(ParamSlice(f"{name}.proj", "weight", 1, columns, column_units))
     return UnitGroup(name, "head", heads, [f"{name}.qkv"], params, [Consumer(f"{name}.proj", columns, column_units)])
-
-
-def analyse(model: nn.Module, example: torch.Tensor, keep_patterns: tuple[str, ...] = ()) -> Analysis:
-    """All prunable unit groups of `model` (not modified), stem and classifier excluded."""
-    order = execution_order(model, example)
-    if not order:
-        raise ModelError("the model has no Conv2d or Linear layer to prune")
-    stem, classifier = order[0], order[-1]
-    kept_whole = {stem, classifier}
-    kept_whole |= {n for n, _ in model.named_modules() if any(fnmatch.fnmatch(n, p) for p in keep_patterns)}
-    try:
-        graph = build_graph(model, example)
-    except Exception as err:  # tracing failures carry the layer in their message
-        raise ModelError(f"the dependency graph cannot follow this model: {str(err).splitlines()[0]}") from None
-    candidates, notes = [], []
-    for group in graph.get_all_groups(root_module_types=(nn.Conv2d, nn.Linear)):
-        unit_group, reason = _convert_group(graph, group)
-        if unit_group is None:
-            notes.append(reason)
-        elif unit_group.size >= 2:
-            candidates.append(unit_group)
-    candidates, broken = _drop_inexact(model, example, candidates)
-    notes.extend(broken)
-    groups = []
-    for unit_group in candidates:
-        blocked = sorted(set(unit_group.producers) & kept_whole)
-        if unit_group.producers == [classifier]:
-            continue  # the class outputs are never pruned
-        if blocked:
-            role = "the stem" if stem in blocked else ("--keep-layers " + ", ".join(blocked))
-            notes.append(f"{unit_group.name}: coupled with {role} ({', '.join(unit_group.producers[:4])}{', ...' if len(unit_group.producers) > 4 else ''}), kept whole")
-        else:
-            groups.append(unit_group)
-    for name, module in model.named_modules():
-        if isinstance(module, HeadAttention) and module.num_heads > 1 and not (kept_whole & {name, f"{name}.qkv", f"{name}.proj"}):
-            groups.append(_head_group(name, module))
-    return Analysis(groups, notes, stem, classifier)
-
-
-def _mixes_channels(group: UnitGroup, model: nn.Module) -> bool:
-    """Norms over the channel axis (LayerNorm, GroupNorm) make zeroing a channel differ from removing it."""
-    return any(isinstance(model.get_submodule(p.module), (nn.LayerNorm, nn.GroupNorm)) for p in group.params)
-
-
-def _drop_inexact(model: nn.Module, example: torch.Tensor, groups: list[UnitGroup]) -> tuple[list[UnitGroup], list[str]]:
-    """Drop coupled groups whose removal does not do what the dependency graph says.
-
-    Tracing cannot see channel counts hard-coded in a model's code (the zero-padding shortcut of
-    CIFAR ResNets): removal then still runs but silently mixes channels up. So each coupled group is
-    checked: cutting its units off from every consumer must give the same output as removing them."""
-    coupled = [g for g in groups if len(g.producers) > 1 and not _mixes_channels(g, model)]
-    if not coupled or _removal_is_exact(model, example, groups, coupled):
-        return groups, []
-    broken = [g for g in coupled if not _removal_is_exact(model, example, groups, [g])]
-    notes = [
-        f"{g.name}: the model's forward hard-codes the channel count of {', '.join(g.producers)} "
-        f"(e.g. a zero-padding shortcut), so these coupled channels are kept; only uncoupled channels are pruned"
-        for g in broken
-    ]
-    names = {g.name for g in broken}
-    return [g for g in groups if g.name not in names], notes
-
-
-def _trial_units(group: UnitGroup) -> list[int]:
-    return sorted({0, group.size // 2 + 1} & set(range(group.size - 1)))
-
-
-def _removal_is_exact(model: nn.Module, example: torch.Tensor, groups: list[UnitGroup], trial: list[UnitGroup]) -> bool:
-    probe = copy.deepcopy(model).eval()
-    try:
-        with torch.no_grad():
-            for group in trial:
-                units = set(_trial_units(group))
-                for consumer in group.consumers:
-                    if consumer.depthwise:
-                        continue
-                    weight = probe.get_submodule(consumer.module).weight
-                    weight[:, consumer.channels_of(units)] = 0.0
-            reference = probe(example)
-        apply_removal(probe, example, groups, {g.name: _trial_units(g) for g in trial}, check=False)
-        with torch.no_grad():
-            output = probe(example)
-    except Exception:
-        return False
-    if output.shape != reference.shape:
-        return False
-    tolerance = 1e-4 * max(1.0, reference.abs().max().item())
-    return bool((output - reference).abs().max().item() <= tolerance)
-
-
-def remove_heads(attention: HeadAttention, heads: list[int]) -> None:
-    keep_heads = [h for h in range(attention.num_heads) if h not in set(heads)]
-    dim, inner = attention.head_dim, attention.num_heads * attention.head_dim
-    rows = torch.tensor([s * inner + h * dim + d for s in range(3) for h in keep_heads for d in range(dim)])
-    columns = torch.tensor([h * dim + d for h in keep_heads for d in range(dim)])
-    _slice_linear(attention.qkv, out_keep=rows)
-    _slice_linear(attention.proj, in_keep=columns)
-    attention.num_heads = len(keep_heads)
 
 
 def apply_removal(model: nn.Module, example: torch.Tensor, groups: list[UnitGroup], removal: dict[str, list[int]], check: bool = True) -> None:

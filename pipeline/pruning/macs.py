@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from pipeline.attention import HeadAttention
-from pipeline.surgery import UnitGroup
+from pipeline.pruning.heads import head_dim, is_head_attention
+from pipeline.pruning.surgery import UnitGroup
 
 
 def per_module_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
@@ -29,9 +29,11 @@ def per_module_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
         return hook
 
     def attention_hook(name):
-        def hook(module: HeadAttention, inputs, output):
-            tokens = inputs[0].shape[1]
-            macs[name] = macs.get(name, 0) + 2 * module.num_heads * tokens * tokens * module.head_dim
+        def hook(module: nn.Module, inputs, output):
+            # q @ k^T and weights @ v over the tokens of one sequence (or window)
+            if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() >= 3:
+                tokens = inputs[0].shape[-2] if inputs[0].dim() == 3 else inputs[0].shape[1:-1].numel()
+                macs[name] = macs.get(name, 0) + 2 * module.num_heads * tokens * tokens * head_dim(module)
         return hook
 
     for name, module in model.named_modules():
@@ -39,7 +41,7 @@ def per_module_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
             handles.append(module.register_forward_hook(conv_hook(name)))
         elif isinstance(module, nn.Linear):
             handles.append(module.register_forward_hook(linear_hook(name)))
-        elif isinstance(module, HeadAttention):
+        elif is_head_attention(module):
             handles.append(module.register_forward_hook(attention_hook(name)))
     try:
         with torch.no_grad():

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 
-from pipeline.surgery import UnitGroup
+from pipeline.pruning.surgery import UnitGroup
 
 CACHE_BYTES = 2 << 30  # prefix outputs kept in memory; above this they are recomputed per pass
 

@@ -8,6 +8,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline.core.errors import ModelError
+from pipeline.models.specs import Preprocessing
+
 DEPTHS = (20, 32, 44, 56, 110)
 
 
@@ -68,3 +71,19 @@ def cifar_resnet(depth: int, num_classes: int = 10) -> CifarResNet:
     if depth not in DEPTHS:
         raise ValueError(depth)
     return CifarResNet((depth - 2) // 6, num_classes)
+
+
+class CifarFamily:
+    def check(self, name: str) -> None:
+        depth = name.removeprefix("resnet")
+        if not depth.isdigit() or int(depth) not in DEPTHS:
+            valid = "|".join(f"resnet{d}" for d in DEPTHS)
+            raise ModelError(f"unknown CIFAR model '{name}'; valid: cifar:{valid}")
+
+    def build(self, name: str, num_classes: int | None, args: dict) -> nn.Module:
+        self.check(name)
+        return cifar_resnet(int(name.removeprefix("resnet")), **args, **({} if num_classes is None else {"num_classes": num_classes}))
+
+    def preprocessing(self, name: str, args: dict) -> Preprocessing:
+        # the checkpoints in ../shared were trained on 32x32 images with ImageNet statistics
+        return Preprocessing((3, 32, 32), crop_pct=1.0)

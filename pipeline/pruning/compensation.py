@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.surgery import UnitGroup, execution_order
+from pipeline.pruning.surgery import UnitGroup, execution_order
 
 METHODS = ("none", "mean", "lstsq")
 

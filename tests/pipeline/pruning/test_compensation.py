@@ -5,7 +5,9 @@ import copy
 import torch
 import torch.nn as nn
 
-from pipeline import calibration, compensation, surgery
+from pipeline.pruning import compensation, surgery
+from pipeline.pruning.analysis import analyse
+from pipeline.statistics import calibration
 
 
 def _mlp():
@@ -24,7 +26,7 @@ def _conv_net():
 
 
 def _compensated(model, example, batches, group_name, units, method, **kwargs):
-    groups = surgery.analyse(model, example).groups
+    groups = analyse(model, example).groups
     removal = {group_name: units}
     pruned = copy.deepcopy(model)
     added = []

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from pipeline.calibration import WEIGHT_GRADS, collect
+from pipeline.statistics.calibration import WEIGHT_GRADS, collect
 
 
 def _batches(count=3, size=5, shape=(3, 6, 6), classes=3, seed=0):

@@ -4,7 +4,6 @@ would lose more accuracy than allowed against the dense model, or when the budge
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -12,8 +11,9 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from pipeline import budget, surgery
-from pipeline.surgery import UnitGroup
+from pipeline.pruning import budget, surgery
+from pipeline.pruning.analysis import analyse
+from pipeline.pruning.surgery import UnitGroup
 
 STEP_FRACTION = 0.1
 
@@ -41,7 +41,7 @@ def _step_removal(groups: list[UnitGroup], scores: dict, sizes: dict, target: di
 def run(dense: nn.Module, example: torch.Tensor, groups: list[UnitGroup], first_scores: dict, target_kept: dict[str, int],
         rescore: Callable, recalibrate: Callable, finetune: Callable, evaluate: Callable, dense_accuracy: float | None,
         max_acc_drop: float, keep_patterns: tuple[str, ...] = ()) -> Schedule:
-    schedule = Schedule(copy.deepcopy(dense))
+    schedule = Schedule(surgery.clone_model(dense))
     original = {g.name: g.size for g in groups}
     current_groups, scores = groups, first_scores
     while True:
@@ -49,7 +49,7 @@ def run(dense: nn.Module, example: torch.Tensor, groups: list[UnitGroup], first_
         removal = _step_removal(current_groups, scores, sizes, target_kept, original)
         if not removal:
             break
-        candidate = copy.deepcopy(schedule.model)
+        candidate = surgery.clone_model(schedule.model)
         surgery.apply_removal(candidate, example, current_groups, removal)
         recalibrate(candidate)
         finetune(candidate)
@@ -63,7 +63,7 @@ def run(dense: nn.Module, example: torch.Tensor, groups: list[UnitGroup], first_
                                "removal": removal})
         schedule.history.append({"step": step, "removed": sum(len(v) for v in removal.values()), "accuracy": accuracy})
         schedule.model = candidate
-        current_groups = surgery.analyse(candidate, example, keep_patterns).groups
+        current_groups = analyse(candidate, example, keep_patterns).groups
         current_groups = [g for g in current_groups if g.name in original]
         scores = rescore(candidate, current_groups)
     return schedule

@@ -3,10 +3,10 @@ import copy
 import pytest
 import torch
 
-from pipeline.attention import HeadAttention, convert_attention
-from pipeline.cifar_resnet import cifar_resnet
+from pipeline.models.attention import HeadAttention, convert_attention
+from pipeline.models.cifar import cifar_resnet
 from pipeline.core.errors import ModelError
-from pipeline.models import build_model
+from pipeline.models.build import build_model
 from tests.conftest import shared_model
 from tests.tiny_models import tiny_vit
 

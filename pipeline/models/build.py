@@ -1,61 +1,47 @@
-"""Model specs -> nn.Module: `torchvision:NAME`, `cifar:resnetN`, `package.module:factory`.
+"""Model specs -> nn.Module: the family builds it, the checkpoint loads, attention is converted.
 
 Checkpoints load with weights_only=True; a `module.` prefix (DataParallel) is stripped; a checkpoint
 that does not fit names the first key that differs."""
 
 from __future__ import annotations
 
-import importlib
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from pipeline.attention import convert_attention
 from pipeline.core.errors import ModelError
-from pipeline.model_specs import ModelSpec, parse_spec
+from pipeline.core.log import info
+from pipeline.models import FAMILIES
+from pipeline.models.attention import convert_attention
+from pipeline.models.specs import Preprocessing, parse_spec
 
-def build_model(spec_text: str, weights: str | None = None, num_classes: int | None = None) -> nn.Module:
+# where training checkpoints keep the weights; timm's EMA weights first, as timm itself loads them
+CHECKPOINT_KEYS = ("state_dict_ema", "state_dict", "model_state_dict", "model", "module")
+
+
+def family_of(spec_text: str):
+    return FAMILIES.load(parse_spec(spec_text).family)()
+
+
+def preprocessing_of(spec_text: str, model_args: dict | None = None) -> Preprocessing:
+    return family_of(spec_text).preprocessing(parse_spec(spec_text).name, dict(model_args or {}))
+
+
+def build_model(spec_text: str, weights: str | None = None, num_classes: int | None = None,
+                model_args: dict | None = None) -> nn.Module:
     """A dense model in eval mode, weights loaded, attention converted for head pruning."""
-    spec = parse_spec(spec_text)
-    model = _construct(spec, num_classes)
+    spec, family, args = parse_spec(spec_text), family_of(spec_text), dict(model_args or {})
+    model = family.build(spec.name, num_classes, args)
     if weights is not None:
         state = read_checkpoint(weights)
         classes = _checkpoint_classes(model, state)
         if classes is not None and num_classes is None:
-            model = _construct(spec, classes)
+            model = family.build(spec.name, classes, args)
         load_state(model, state, source=str(weights), spec=spec_text)
     convert_attention(model)
     return model.eval()
-
-
-def _construct(spec: ModelSpec, num_classes: int | None) -> nn.Module:
-    kwargs = {} if num_classes is None else {"num_classes": num_classes}
-    if spec.family == "cifar":
-        from pipeline.cifar_resnet import DEPTHS, cifar_resnet
-
-        depth = spec.name.removeprefix("resnet")
-        if not depth.isdigit() or int(depth) not in DEPTHS:
-            valid = "|".join(f"resnet{d}" for d in DEPTHS)
-            raise ModelError(f"unknown CIFAR model '{spec.name}'; valid: cifar:{valid}")
-        return cifar_resnet(int(depth), **kwargs)
-    if spec.family == "torchvision":
-        import torchvision
-
-        names = torchvision.models.list_models(module=torchvision.models)
-        if spec.name not in names:
-            raise ModelError(f"unknown torchvision classification model '{spec.name}'; e.g. resnet18, mobilenet_v2, vit_b_16 (see torchvision.models.list_models())")
-        return torchvision.models.get_model(spec.name, weights=None, **kwargs)
-    module_name, _, attr = spec.name.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ModelError(f"cannot import model factory '{spec.name}' ({err}); model specs are torchvision:NAME, "
-                         f"cifar:resnetN or package.module:factory") from None
-    model = factory(**kwargs)
-    if not isinstance(model, nn.Module):
-        raise ModelError(f"model factory '{spec.name}' returned {type(model).__name__}, not an nn.Module")
-    return model
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -71,15 +57,17 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as err:  # pickles with code, corrupt files
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(f"cannot load {path} with weights_only=True: {first_line}") from None
-    for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
+    for key in CHECKPOINT_KEYS:
+        if isinstance(loaded, dict) and isinstance(loaded.get(key), dict) and loaded[key]:
+            if key != "state_dict" and "state_dict" in loaded:
+                info(f"weights: using '{key}' of {path.name}")
             loaded = loaded[key]
             break
-    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+    if not isinstance(loaded, dict) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise ModelError(f"{path} holds no state dict of tensors")
     prefix = "module."
-    if loaded and all(k.startswith(prefix) for k in loaded):
-        loaded = {k[len(prefix):]: v for k, v in loaded.items()}
+    if all(k.startswith(prefix) for k in loaded):
+        loaded = OrderedDict((k[len(prefix):], v) for k, v in loaded.items())
     return loaded
 
 
@@ -111,4 +99,12 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str, sp
     for key in state:
         if key not in own:
             raise ModelError(f"{source} does not fit {spec}: first mismatching key '{key}' is not in the model")
-    model.load_state_dict(state, strict=False)
+    load_weights(model, state)
+
+
+def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], strict: bool = False) -> None:
+    """load_state_dict with the model's own per-module metadata (`version`, read by some modules'
+    _load_from_state_dict), which safetensors files and plain dicts do not carry."""
+    state = OrderedDict(tensors)
+    state._metadata = getattr(model.state_dict(), "_metadata", OrderedDict())  # type: ignore[attr-defined]
+    model.load_state_dict(state, strict=strict)

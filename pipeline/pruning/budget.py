@@ -13,7 +13,7 @@ import math
 import torch
 
 from pipeline.core.errors import ConfigError
-from pipeline.surgery import UnitGroup
+from pipeline.pruning.surgery import UnitGroup
 
 TOLERANCE = 0.05  # --macs-reduction is met within 5%
 

@@ -3,8 +3,9 @@ import copy
 import pytest
 import torch
 
-from pipeline import surgery
-from pipeline.models import build_model
+from pipeline.pruning import surgery
+from pipeline.pruning.analysis import analyse
+from pipeline.models.build import build_model
 from tests.tiny_models import TINY_SPECS
 
 EXAMPLE = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -22,7 +23,7 @@ def _model(kind):
 
 def test_tiny_resnet_groups_follow_residual_coupling():
     model = _model("resnet")
-    analysis = surgery.analyse(model, EXAMPLE)
+    analysis = analyse(model, EXAMPLE)
     by_name = {g.name: g for g in analysis.groups}
     assert analysis.stem == "stem.0" and analysis.classifier == "fc"
     assert set(by_name) == {"a1", "b1", "b2"}  # the stem's residual stream is kept whole
@@ -33,7 +34,7 @@ def test_tiny_resnet_groups_follow_residual_coupling():
 
 
 def test_concat_consumer_channels_are_offset_per_branch():
-    analysis = surgery.analyse(_model("concat"), EXAMPLE)
+    analysis = analyse(_model("concat"), EXAMPLE)
     by_name = {g.name: g for g in analysis.groups}
     assert by_name["right.0"].consumers[0].module == "mix.0"
     assert by_name["right.0"].consumers[0].channels == list(range(16, 40))
@@ -41,7 +42,7 @@ def test_concat_consumer_channels_are_offset_per_branch():
 
 
 def test_depthwise_conv_is_pruned_with_its_expansion():
-    analysis = surgery.analyse(_model("mobile"), EXAMPLE)
+    analysis = analyse(_model("mobile"), EXAMPLE)
     expand = next(g for g in analysis.groups if g.producers == ["expand.0"])
     assert {c.module for c in expand.consumers} == {"depthwise.0", "project.0"}
     assert any(c.depthwise for c in expand.consumers)
@@ -51,7 +52,7 @@ def test_depthwise_conv_is_pruned_with_its_expansion():
 def test_removal_equals_cutting_the_units_off(kind):
     """Removing units must give exactly what the dense model gives when nothing reads them."""
     model = _model(kind)
-    analysis = surgery.analyse(model, EXAMPLE)
+    analysis = analyse(model, EXAMPLE)
     assert analysis.groups
     removal = {g.name: list(range(0, g.size, 3))[: g.size - 1] for g in analysis.groups}
     cut = copy.deepcopy(model)
@@ -71,7 +72,7 @@ def test_removal_equals_cutting_the_units_off(kind):
 
 def test_heads_are_removed_with_num_heads_updated():
     model = _model("vit")
-    analysis = surgery.analyse(model, EXAMPLE)
+    analysis = analyse(model, EXAMPLE)
     heads = [g for g in analysis.groups if g.kind == "head"]
     neurons = [g for g in analysis.groups if g.kind == "neuron"]
     assert len(heads) == 2 and all(g.size == 4 for g in heads) and len(neurons) == 2
@@ -82,14 +83,14 @@ def test_heads_are_removed_with_num_heads_updated():
 
 def test_option_a_shortcut_channels_are_detected_and_kept():
     model = build_model("cifar:resnet20").eval()
-    analysis = surgery.analyse(model, EXAMPLE)
+    analysis = analyse(model, EXAMPLE)
     assert any("hard-codes the channel count" in note for note in analysis.notes)
     assert len(analysis.groups) == 9  # the inner conv of every block
     assert all(g.producers == [g.name] and g.name.endswith("conv1") for g in analysis.groups)
 
 
 def test_keep_layers_patterns_exclude_groups():
-    analysis = surgery.analyse(_model("resnet"), EXAMPLE, keep_patterns=("b*",))
+    analysis = analyse(_model("resnet"), EXAMPLE, keep_patterns=("b*",))
     assert {g.name for g in analysis.groups} == {"a1"}
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.data import SYNTHETIC_LABEL
+from pipeline.data.loaders import SYNTHETIC_LABEL
 
 
 def distillation_loss(student_logits, teacher_logits, labels, temperature: float, alpha: float) -> torch.Tensor:
@@ -17,6 +17,11 @@ def distillation_loss(student_logits, teacher_logits, labels, temperature: float
     if (labels == SYNTHETIC_LABEL).any():
         return soft
     return alpha * soft + (1.0 - alpha) * F.cross_entropy(student_logits, labels)
+
+
+def logits_of(output) -> torch.Tensor:
+    """Training-mode outputs of models with auxiliary heads are tuples (logits first)."""
+    return output[0] if isinstance(output, (tuple, list)) else output
 
 
 def orthogonality_penalty(conv: nn.Conv2d) -> torch.Tensor:
@@ -56,8 +61,8 @@ def finetune(student: nn.Module, teacher: nn.Module, loader, epochs: int, optimi
         total, batches = 0.0, 0
         for inputs, labels in loader:
             with torch.no_grad():
-                teacher_logits = teacher(inputs)
-            loss = distillation_loss(student(inputs), teacher_logits, labels, temperature, alpha)
+                teacher_logits = logits_of(teacher(inputs))
+            loss = distillation_loss(logits_of(student(inputs)), teacher_logits, labels, temperature, alpha)
             if regularise == "class-aware":
                 loss = loss + class_aware_penalty(student)
             opt.zero_grad(set_to_none=True)

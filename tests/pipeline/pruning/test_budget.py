@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from pipeline import budget, macs, surgery
+from pipeline.pruning import budget, macs, surgery
+from pipeline.pruning.analysis import analyse
 from pipeline.core.errors import ConfigError
-from pipeline.models import build_model
+from pipeline.models.build import build_model
 from tests.tiny_models import TINY_SPECS
 
 
@@ -33,7 +34,7 @@ def _uniform_scores(groups):
 
 
 def test_global_ranking_prunes_the_low_scoring_group_more():
-    from pipeline.surgery import UnitGroup
+    from pipeline.pruning.surgery import UnitGroup
 
     groups = [UnitGroup("a", "channel", 16, ["a"]), UnitGroup("b", "channel", 16, ["b"])]
     scores = {"a": torch.linspace(10, 20, 16, dtype=torch.float64), "b": torch.linspace(0, 12, 16, dtype=torch.float64)}
@@ -44,7 +45,7 @@ def test_global_ranking_prunes_the_low_scoring_group_more():
 
 
 def test_unscored_groups_are_kept_whole():
-    from pipeline.surgery import UnitGroup
+    from pipeline.pruning.surgery import UnitGroup
 
     groups = [UnitGroup("a", "channel", 16, ["a"]), UnitGroup("heads", "head", 4, ["q"])]
     kept = budget.Allocator(groups, {"a": torch.arange(16.0)}, "global", 1, 0.9).kept(0.5)
@@ -54,7 +55,7 @@ def test_unscored_groups_are_kept_whole():
 def _setup():
     model = build_model("cifar:resnet20").eval()
     example = torch.randn(1, 3, 32, 32)
-    groups = surgery.analyse(model, example).groups
+    groups = analyse(model, example).groups
     return groups, macs.MacsEstimator(model, example, groups)
 
 
@@ -82,7 +83,7 @@ def test_estimated_macs_equal_the_counted_macs_after_removal(kind):
     torch.manual_seed(0)
     model = build_model(TINY_SPECS[kind]).eval()
     example = torch.randn(1, 3, 32, 32)
-    groups = surgery.analyse(model, example).groups
+    groups = analyse(model, example).groups
     estimator = macs.MacsEstimator(model, example, groups)
     kept = budget.kept_counts(groups, 0.5, 4, 0.9)
     removal = {g.name: list(range(g.size - kept[g.name])) for g in groups}
@@ -100,7 +101,7 @@ def test_conv_and_linear_macs_by_hand():
 def _own_budget_setup():
     model = build_model(TINY_SPECS["resnet"]).eval()
     example = torch.randn(1, 3, 32, 32)
-    groups = surgery.analyse(model, example).groups
+    groups = analyse(model, example).groups
     own = {g.name: max(1, g.size // (2 + i % 3)) for i, g in enumerate(groups)}  # uneven per-layer choices
     return groups, _uniform_scores(groups), macs.MacsEstimator(model, example, groups), own
 

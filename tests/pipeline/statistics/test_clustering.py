@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from pipeline import clustering
+from pipeline.statistics import clustering
 
 
 def test_jeffries_matusita_is_a_bounded_symmetric_distance():

@@ -5,9 +5,11 @@ import copy
 import pytest
 import torch
 
-from pipeline import calibration, compensation, surgery
-from pipeline.interventions import Intervener
-from pipeline.models import build_model
+from pipeline.pruning import compensation, surgery
+from pipeline.pruning.analysis import analyse
+from pipeline.statistics import calibration
+from pipeline.statistics.interventions import Intervener
+from pipeline.models.build import build_model
 from tests.tiny_models import TINY_SPECS
 
 
@@ -15,7 +17,7 @@ def _setup(kind: str):
     torch.manual_seed(0)
     model = build_model(TINY_SPECS[kind]).eval()
     example = torch.randn(1, 3, 32, 32)
-    groups = surgery.analyse(model, example).groups
+    groups = analyse(model, example).groups
     return model, example, groups, torch.randn(6, 3, 32, 32)
 
 
@@ -86,7 +88,7 @@ def test_one_intervention_per_block_of_rows(kind):
 
 
 def test_prefix_without_room_recomputes(monkeypatch):
-    from pipeline import interventions
+    from pipeline.statistics import interventions
 
     model, example, groups, inputs = _setup("resnet")
     monkeypatch.setattr(interventions, "CACHE_BYTES", 0)

@@ -1,7 +1,8 @@
 import torch
 
-from pipeline import iterative, surgery
-from pipeline.models import build_model
+from pipeline.pruning.analysis import analyse
+from pipeline.training import iterative
+from pipeline.models.build import build_model
 from tests.tiny_models import TINY_SPECS
 
 EXAMPLE = torch.randn(1, 3, 32, 32)
@@ -10,7 +11,7 @@ EXAMPLE = torch.randn(1, 3, 32, 32)
 def _setup():
     torch.manual_seed(0)
     model = build_model(TINY_SPECS["resnet"]).eval()
-    groups = surgery.analyse(model, EXAMPLE).groups
+    groups = analyse(model, EXAMPLE).groups
     scores = {g.name: torch.arange(g.size, dtype=torch.float64) for g in groups}
     return model, groups, scores
 
@@ -34,7 +35,7 @@ def test_steps_remove_at_most_ten_percent_until_the_target():
     replayed = build_model(TINY_SPECS["resnet"]).eval()
     iterative.replay(replayed, EXAMPLE, schedule.steps)
     assert [p.shape for p in replayed.parameters()] == [p.shape for p in schedule.model.parameters()]
-    sizes = {g.name: g.size for g in surgery.analyse(schedule.model, EXAMPLE).groups}
+    sizes = {g.name: g.size for g in analyse(schedule.model, EXAMPLE).groups}
     assert all(sizes[name] == kept for name, kept in target.items())
 
 

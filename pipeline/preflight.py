@@ -1,0 +1,79 @@
+"""Before any stage writes: reject bad input with one line, and resolve every setting left to a
+default ("auto", the model family's preprocessing) once, into the frozen config that config.json
+keeps, so that each stage reads one value instead of deciding again."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pipeline.core.config import RunConfig
+from pipeline.core.errors import ArtifactError, ConfigError, PluginUnavailableError
+
+
+def check_and_resolve(cfg: RunConfig, run_dir: Path) -> RunConfig:
+    _check_scorer_and_targets(cfg)
+    cfg = resolve(cfg)
+    if cfg.weights is not None and not Path(cfg.weights).is_file():
+        raise ConfigError(f"weights file {cfg.weights} does not exist")
+    if cfg.data is not None:
+        from pipeline.data.sources import check_source
+
+        check_source(cfg.data)
+    _check_writable(run_dir)
+    return cfg
+
+
+def resolve(cfg: RunConfig) -> RunConfig:
+    """The config with the model family's preprocessing and the scorer's own compensation filled in."""
+    from pipeline.models.build import preprocessing_of
+    from pipeline.scorers import SCORERS
+
+    changes: dict = {}
+    if None in (cfg.input_shape, cfg.mean, cfg.std, cfg.interpolation, cfg.crop_pct):
+        family = preprocessing_of(cfg.model, cfg.model_args)
+        defaults = {"input_shape": (1, *family.input_size), "mean": family.mean, "std": family.std,
+                    "interpolation": family.interpolation, "crop_pct": family.crop_pct}
+        changes.update({k: tuple(v) if isinstance(v, (list, tuple)) else v
+                        for k, v in defaults.items() if getattr(cfg, k) is None})
+    if cfg.compensate == "auto":
+        changes["compensate"] = getattr(SCORERS.load(cfg.scorer), "compensation", "none")
+    resolved = cfg.replace(**changes) if changes else cfg
+    channels = resolved.input_shape[1]
+    for name in ("mean", "std"):
+        if len(getattr(resolved, name)) not in {1, channels} | ({3} if channels == 1 else set()):
+            raise ConfigError(f"--{name} has {len(getattr(resolved, name))} values for {channels} input channels")
+    return resolved
+
+
+def _check_scorer_and_targets(cfg: RunConfig) -> None:
+    from exporters import TARGETS
+    from pipeline.models import FAMILIES
+    from pipeline.models.specs import parse_spec
+    from pipeline.scorers import SCORERS
+
+    SCORERS.entry(cfg.scorer)
+    for target in cfg.targets:
+        TARGETS.entry(target)
+        reason = TARGETS.unavailable_reason(target)
+        try:
+            target_class = TARGETS.load_class(target)
+        except PluginUnavailableError:
+            target_class = None
+        if reason and (target_class is None or not target_class.checks_before_runtime):
+            raise PluginUnavailableError(f"target '{target}' cannot run here: {reason}")
+        problem = target_class().precision_problem(cfg.precision)
+        if problem:
+            raise ConfigError(f"--precision {cfg.precision} on target '{target}': {problem}")
+    spec = parse_spec(cfg.model)
+    FAMILIES.load(spec.family)().check(spec.name)  # its library is installed and knows the name
+
+
+def _check_writable(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ArtifactError(f"cannot write to {run_dir}: {err.strerror or err}") from None

@@ -1,0 +1,1 @@
+"""Unit groups and their physical removal (surgery), MACs, budget allocation and compensation."""

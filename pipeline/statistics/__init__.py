@@ -1,0 +1,1 @@
+"""What scorers measure on calibration data: activation collectors, causal interventions, clustering."""
