@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench bench-targets bench-cifar bench-criteria engine docker-tensorrt docker-openvino docker-cpu edge clean
+.PHONY: setup run test lint bench bench-targets bench-cifar bench-criteria bench-zoo engine docker-tensorrt docker-openvino docker-cpu edge clean
 
 TARGET ?= tensorrt
 PRECISION ?= fp16
@@ -57,6 +57,9 @@ bench-cifar: setup
 
 bench-criteria: setup
 	$(BIN)/python bench/criteria.py --vit
+
+bench-zoo: setup
+	$(BIN)/python bench/zoo.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -245,3 +245,82 @@ def test_fp16_on_openvino_compresses_the_ir(tmp_path):
     assert any(op.get_element_type() == ov.Type.f16 for op in constants)
     report = json.loads((out / "report.json").read_text())
     assert report["targets"]["openvino"]["precision"] == "fp16"
+
+
+def test_own_model_file_with_arguments_and_own_data_factory(tmp_path):
+    (tmp_path / "my_net.py").write_text(
+        "import torch.nn as nn\n\n"
+        "def make(num_classes=10, width=16):\n"
+        "    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),\n"
+        "                         nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),\n"
+        "                         nn.Conv2d(2 * width, 32, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))\n")
+    (tmp_path / "my_data.py").write_text(
+        "import torch\nfrom torch.utils.data import TensorDataset\n\n"
+        "def make():\n"
+        "    g = torch.Generator().manual_seed(0)\n"
+        "    labels = torch.arange(48) % 3\n"
+        "    images = torch.randn(48, 3, 32, 32, generator=g) + labels.view(-1, 1, 1, 1)\n"
+        "    return TensorDataset(images[:36], labels[:36]), TensorDataset(images[36:], labels[36:])\n")
+    out = tmp_path / "run"
+    run_cli("--model", f"{tmp_path / 'my_net.py'}:make", "--model-arg", "width=24", "--data", f"{tmp_path / 'my_data.py'}:make",
+            "--out", str(out))
+    report = json.loads((out / "report.json").read_text())
+    check_contract(report, ["cpu"])
+    assert report["dense"]["accuracy"] is not None
+    assert {l["name"]: l["size"] for l in report["layers"]}["3"] == 48  # width=24 reached the factory
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["model_args"] == {"width": 24} and saved["input_shape"] == [1, 3, 32, 32]
+
+
+def test_timm_vit_prunes_heads_and_mlp_neurons(tmp_path):
+    pytest.importorskip("timm", reason="timm is not installed (pip install -e '.[timm]')")
+    out = tmp_path / "run"
+    run_cli("--model", "timm:vit_tiny_patch16_224", "--model-arg", "img_size=32", "--model-arg", "patch_size=8",
+            "--model-arg", "depth=2", "--ratio", "0.5", "--out", str(out))
+    report = json.loads((out / "report.json").read_text())
+    check_contract(report, ["cpu"])
+    assert {l["kind"] for l in report["layers"] if l["kept"] < l["size"]} == {"head", "neuron"}
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["interpolation"] == "bicubic" and saved["mean"] == [0.5, 0.5, 0.5]  # from timm's pretrained config
+
+
+def test_training_only_head_model_distils(tmp_path, image_folder):
+    out = tmp_path / "run"
+    run_cli("--model", TINY_SPECS["aux"], "--data", str(image_folder), "--distill-epochs", "1", "--out", str(out))
+    report = json.loads((out / "report.json").read_text())
+    check_contract(report, ["cpu"])
+    assert any(note.startswith("aux: not reached by the inference forward") for note in report["notes"])
+
+
+def test_a_target_added_to_an_existing_run_reaches_its_report(tmp_path):
+    if TARGETS.unavailable_reason("openvino"):
+        pytest.skip(TARGETS.unavailable_reason("openvino"))
+    out = tmp_path / "run"
+    run_cli("--model", TINY_SPECS["resnet"], "--out", str(out))
+    outputs = []
+    for command in (["compile", str(out), "--target", "openvino"], ["profile", str(out), "--target", "openvino"]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 0, result.output
+        outputs.append(result.output)
+    assert "rounded kept widths for cpu only" in outputs[0] and "rounded" not in outputs[1]
+    assert json.loads((out / "config.json").read_text())["targets"] == ["cpu", "openvino"]
+    assert CliRunner().invoke(main, ["report", str(out)]).exit_code == 0
+    assert set(json.loads((out / "report.json").read_text())["targets"]) == {"cpu", "openvino"}
+
+
+@pytest.mark.parametrize("scorer, extra", [("cswap", []), ("snip", ["--snip-at-init"])])
+def test_iterative_rescoring_gets_the_whole_scoring_context(scorer, extra, tmp_path, image_folder, monkeypatch):
+    from pipeline.scorers import SCORERS as registry
+
+    seen = []
+    scorer_class = registry.load(scorer)
+    original = scorer_class.score
+    monkeypatch.setattr(scorer_class, "score", lambda self, ctx: seen.append(ctx) or original(self, ctx))
+    out = tmp_path / "run"
+    run_cli("--model", TINY_SPECS["resnet"], "--data", str(image_folder), "--scorer", scorer, *extra, "--ratio", "0.3",
+            "--iterative", "--distill-epochs", "1", "--max-acc-drop", "1", "--out", str(out))
+    assert len(seen) >= 2  # the score stage, then re-scoring between iterative steps
+    for ctx in seen:
+        assert ctx.example is not None and ctx.fresh_model is not None and ctx.batches is not None
+        assert ctx.options.snip_at_init == (scorer == "snip")
+    assert len(json.loads((out / "prune" / "iterations.json").read_text())) >= 2

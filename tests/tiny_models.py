@@ -113,3 +113,115 @@ class TinyPadded(nn.Module):
 
 def tiny_padded(num_classes: int = 10) -> nn.Module:
     return TinyPadded(num_classes)
+
+
+class TinyAux(nn.Module):
+    """An Inception-style auxiliary classifier that only the training-mode forward calls."""
+
+    def __init__(self, num_classes: int = 10, aux_logits: bool = True):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1), nn.BatchNorm2d(16), nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(16, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU())
+        self.aux = nn.Sequential(nn.Conv2d(32, 8, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes)) if aux_logits else None
+        self.head = nn.Sequential(nn.Conv2d(32, 32, 3, 1, 1), nn.BatchNorm2d(32), nn.ReLU())
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        x = self.body(self.stem(x))
+        aux = self.aux(x) if self.training and self.aux is not None else None
+        logits = self.fc(F.adaptive_avg_pool2d(self.head(x), 1).flatten(1))
+        return (logits, aux) if self.training else logits
+
+
+class VersionedBlock(nn.Module):
+    """Reads its state-dict `version` metadata, as torchvision's MNASNet does: a state dict without
+    the metadata is refused."""
+
+    _version = 2
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.bn = nn.BatchNorm2d(channels)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
+        if local_metadata.get("version") != 2:
+            raise ValueError(f"version {local_metadata.get('version')} of VersionedBlock is not supported")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+class TinyVersioned(nn.Module):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, 1, 1)
+        self.block = VersionedBlock(16)
+        self.expand = nn.Conv2d(16, 32, 1)
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(F.relu(self.expand(self.block(F.relu(self.stem(x))))), 1).flatten(1))
+
+
+class CachedBiasAttention(nn.Module):
+    """Attention whose bias table is gathered once per device and cached on the module outside
+    training and tracing, as LeViT and EfficientFormer do; the cache is a plain attribute."""
+
+    def __init__(self, dim: int, num_heads: int, tokens: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.bias_table = nn.Parameter(torch.zeros(num_heads, tokens))
+        self.register_buffer("bias_index", torch.arange(tokens).repeat(tokens, 1), persistent=False)
+        self.bias_cache: dict = {}
+
+    def attention_bias(self, device) -> torch.Tensor:
+        if self.training or torch.jit.is_tracing():
+            return self.bias_table[:, self.bias_index]
+        key = str(device)
+        if key not in self.bias_cache:
+            self.bias_cache[key] = self.bias_table[:, self.bias_index]
+        return self.bias_cache[key]
+
+    def forward(self, x):
+        batch, tokens, dim = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        weights = (qkv[0] @ qkv[1].transpose(-2, -1)) * qkv.shape[-1] ** -0.5 + self.attention_bias(x.device)
+        return self.proj((weights.softmax(-1) @ qkv[2]).transpose(1, 2).reshape(batch, tokens, -1))
+
+
+class TinyCachedBias(nn.Module):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 32, 8, 8)
+        self.attn = CachedBiasAttention(32, 4, 16)
+        self.mlp = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 32))
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        x = self.embed(x).flatten(2).transpose(1, 2)
+        x = x + self.attn(x)
+        x = x + self.mlp(x)
+        return self.fc(x.mean(1))
+
+
+def tiny_aux(num_classes: int = 10, aux_logits: bool = True) -> nn.Module:
+    return TinyAux(num_classes, aux_logits)
+
+
+def tiny_versioned(num_classes: int = 10) -> nn.Module:
+    return TinyVersioned(num_classes)
+
+
+def tiny_cached_bias(num_classes: int = 10) -> nn.Module:
+    return TinyCachedBias(num_classes)
+
+
+TINY_SPECS.update({
+    "aux": "tests.tiny_models:tiny_aux",
+    "versioned": "tests.tiny_models:tiny_versioned",
+    "cached_bias": "tests.tiny_models:tiny_cached_bias",
+})

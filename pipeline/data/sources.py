@@ -37,7 +37,7 @@ def kind_of(source: str) -> str:
 def register_in_memory(key: str, train, evaluation) -> str:
     """Datasets of the Python API, reachable by every stage of this process as `memory:KEY`."""
     _IN_MEMORY[key] = (train, evaluation)
-    datasets.cache_clear()
+    _datasets.cache_clear()
     return MEMORY_PREFIX + key
 
 

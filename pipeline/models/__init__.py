@@ -13,4 +13,5 @@ FAMILIES = Registry("model family", [
           "cifar:resnet20|32|44|56|110, CIFAR ResNets with option-A shortcuts (He et al. 2016)"),
     Entry("factory", "pipeline.models.factory:FactoryFamily",
           "package.module:factory or path/to/file.py:factory, a function of yours that returns an nn.Module (--model-arg k=v)"),
+    Entry("memory", "pipeline.models.memory:MemoryFamily", "an nn.Module object handed to the Python API, pipeline.run(model, ...)"),
 ])

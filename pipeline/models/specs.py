@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from pipeline.core.errors import ModelError
 
-NAMED_FAMILIES = ("torchvision", "timm", "cifar")  # any other spec with a colon is a factory
+NAMED_FAMILIES = ("torchvision", "timm", "cifar", "memory")  # any other spec with a colon is a factory
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 

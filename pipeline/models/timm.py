@@ -14,7 +14,9 @@ class TimmFamily:
         import timm
 
         if not timm.is_model(name):
-            close = timm.list_models(f"*{name.split('.')[0]}*")[:5]
+            import difflib
+
+            close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=5, cutoff=0.75)
             hint = f"; close names: {', '.join(close)}" if close else " (see timm.list_models())"
             raise ModelError(f"unknown timm model '{name}'{hint}")
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from pipeline.core.errors import ModelError
+from pipeline.models.clone import clone_model  # noqa: F401  (re-exported for the pruning code)
 from pipeline.pruning.heads import boundary_pruner, head_columns, head_rows, is_head_attention, remove_heads
 
 KINDS = ("channel", "neuron", "head")
@@ -63,22 +64,6 @@ class UnitGroup:
             params=[ParamSlice(**p) for p in data["params"]],
             consumers=[Consumer(**c) for c in data["consumers"]],
         )
-
-
-def clone_model(model: nn.Module) -> nn.Module:
-    """copy.deepcopy, after detaching tensors that forward passes cached on modules (attention-bias
-    caches): deepcopy refuses tensors that are part of an autograd graph."""
-    import copy
-
-    for module in model.modules():
-        for key, value in list(vars(module).items()):
-            if key in ("_parameters", "_buffers", "_modules"):
-                continue
-            if isinstance(value, torch.Tensor) and value.grad_fn is not None:
-                setattr(module, key, value.detach())
-            elif isinstance(value, dict) and any(isinstance(v, torch.Tensor) and v.grad_fn is not None for v in value.values()):
-                setattr(module, key, {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in value.items()})
-    return copy.deepcopy(model)
 
 
 def execution_order(model: nn.Module, example: torch.Tensor) -> list[str]:

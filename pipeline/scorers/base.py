@@ -11,7 +11,18 @@ import torch.nn as nn
 from pipeline.pruning.surgery import UnitGroup
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
+class ScorerOptions:
+    """The run's settings that criteria read (resolved: no "auto" left)."""
+
+    snip_at_init: bool = False
+    compensate: str = "none"
+    max_acc_drop: float = 0.005
+    max_unit_ratio: float = 0.9
+    bn_recalibration: bool = True
+
+
+@dataclass(kw_only=True)
 class ScoreContext:
     """Everything a scorer may read: the dense model, its groups and the calibration statistics."""
 
@@ -20,7 +31,7 @@ class ScoreContext:
     stats: dict[str, torch.Tensor]
     seed: int = 0
     notes: list[str] = field(default_factory=list)  # scorer remarks for the report
-    options: dict = field(default_factory=dict)  # the run's scorer options (snip_at_init, ...)
+    options: ScorerOptions = field(default_factory=ScorerOptions)
     batches: Callable[[], Iterable] | None = None  # calibration batches, for scorers that run the model
     fresh_model: Callable[[], nn.Module] | None = None  # a newly initialised copy of the architecture
     example: torch.Tensor | None = None  # one input, for scorers that trace the model

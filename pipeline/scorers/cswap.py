@@ -110,11 +110,10 @@ class CSwapScorer(Scorer):
             ctx.notes.append("cswap: too few calibration images to hold some out; accuracy checked on the scoring images")
         x_score, y_score, x_held, y_held = inputs[scoring], labels[scoring], inputs[held_out], labels[held_out]
         fill = None
-        if ctx.options.get("compensate") == "mean" or ctx.options.get("bn_recalibration", False):
+        if ctx.options.compensate == "mean" or ctx.options.bn_recalibration:
             fill = {c.module: ctx.stats[f"input_moments/{c.module}/mean"].float()
                     for g in ctx.groups for c in g.consumers if not c.depthwise}
-        tolerance = float(ctx.options.get("max_acc_drop", 0.005))
-        max_unit_ratio = float(ctx.options.get("max_unit_ratio", 0.9))
+        tolerance, max_unit_ratio = ctx.options.max_acc_drop, ctx.options.max_unit_ratio
         intervener = Intervener(model, ctx.groups, fill)
         dense_accuracy = _accuracy(intervener, intervener.prefix(x_held, [g.name for g in ctx.groups]), y_held)
         scores: dict[str, torch.Tensor] = {}

@@ -9,6 +9,8 @@ of removing the unit)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from pipeline.statistics import calibration
@@ -22,11 +24,11 @@ class SnipScorer(Scorer):
     config_keys = ("snip_at_init",)
 
     def score(self, ctx: ScoreContext) -> dict[str, torch.Tensor]:
-        if ctx.options.get("snip_at_init"):
+        if ctx.options.snip_at_init:
             fresh = ctx.fresh_model()
             consumers = sorted({c.module for g in ctx.groups for c in g.consumers})
             stats = calibration.collect(fresh, ctx.batches(), consumers, self.needs)
-            ctx = ScoreContext(fresh, ctx.groups, stats, ctx.seed, ctx.notes, ctx.options)
+            ctx = dataclasses.replace(ctx, model=fresh, stats=stats)
             ctx.notes.append("snip: scored at initialisation (a freshly initialised copy of the architecture)")
         return super().score(ctx)
 

@@ -12,8 +12,10 @@ from pipeline.core.config import RunConfig
 from pipeline.core.errors import ArtifactError
 from pipeline.data.sources import DataSpec, num_classes
 from pipeline.models.build import build_model, load_weights
+from pipeline.models.clone import clone_model
 from pipeline.models.specs import Preprocessing
 from pipeline.pruning.surgery import UnitGroup, apply_removal, drop_modules
+from pipeline.scorers.base import ScoreContext, ScorerOptions
 
 PLAN, MODEL_WEIGHTS = "plan.json", "model.safetensors"
 
@@ -57,6 +59,25 @@ def scorer_class(cfg: RunConfig):
     from pipeline.scorers import SCORERS
 
     return SCORERS.load(cfg.scorer)
+
+
+def scoring_context(cfg: RunConfig, model: torch.nn.Module, groups: list[UnitGroup], stats: dict, batches) -> ScoreContext:
+    """What a criterion reads, built the same way for the score stage and for re-scoring between
+    iterative steps: the model, its groups and statistics, calibration batches, one example input,
+    a freshly initialised copy on demand, and the run's options."""
+    def fresh_model():
+        """The same architecture, every layer re-initialised by its own default (seeded)."""
+        torch.manual_seed(cfg.seed + 1)
+        fresh = clone_model(model)
+        for module in fresh.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        return fresh.eval()
+
+    options = ScorerOptions(snip_at_init=cfg.snip_at_init, compensate=cfg.compensate, max_acc_drop=cfg.max_acc_drop,
+                            max_unit_ratio=cfg.max_unit_ratio, bn_recalibration=cfg.bn_recalibration)
+    return ScoreContext(model=model, groups=groups, stats=stats, seed=cfg.seed, options=options, batches=batches,
+                        fresh_model=fresh_model, example=example_input(cfg))
 
 
 def ranking_of(cfg: RunConfig, groups: list[UnitGroup]) -> str:

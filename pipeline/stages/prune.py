@@ -108,8 +108,7 @@ def _iterative(cfg, ctx, model, example, groups, scores, kept, calibration):
     """Class-Aware Pruning's schedule towards the same final kept counts (pipeline.training.iterative)."""
     from pipeline.statistics import calibration as collectors
     from pipeline.data.loaders import train_loader
-    from pipeline.scorers.base import ScoreContext
-    from pipeline.stages.common import scorer_class
+    from pipeline.stages.common import scorer_class, scoring_context
     from pipeline.training.distillation import finetune
 
     spec = data_spec(cfg)
@@ -120,7 +119,7 @@ def _iterative(cfg, ctx, model, example, groups, scores, kept, calibration):
     def rescore(current, current_groups):
         consumers = sorted({c.module for g in current_groups for c in g.consumers})
         stats = collectors.collect(current, calibration(), consumers, scorer.needs) if scorer.needs else {}
-        return scorer.score(ScoreContext(current, current_groups, stats, cfg.seed, [], {}, calibration))
+        return scorer.score(scoring_context(cfg, current, current_groups, stats, calibration))
 
     def tune(student):
         finetune(student, model, training, cfg.distill_epochs, cfg.distill_optimizer, cfg.distill_lr,

@@ -10,9 +10,7 @@ from safetensors.torch import load_file, save_file
 from pipeline.core.artifacts import write_json
 from pipeline.core.log import info
 from pipeline.data.loaders import calibration_loader
-from pipeline.pruning.surgery import clone_model
-from pipeline.scorers.base import ScoreContext
-from pipeline.stages.common import (StageContext, data_spec, dense_model, example_input, load_groups,
+from pipeline.stages.common import (StageContext, data_spec, dense_model, load_groups, scoring_context,
                                     scorer_class)
 
 
@@ -22,22 +20,8 @@ def run(ctx: StageContext) -> None:
     groups = load_groups(ctx.run_dir)
     stats = load_file(str(ctx.stage_dir("calibrate") / "stats.safetensors"))
 
-    def fresh_model():
-        """The same architecture, every layer re-initialised by its own default (seeded)."""
-        torch.manual_seed(cfg.seed + 1)
-        fresh = clone_model(model)
-        for module in fresh.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-        return fresh.eval()
-
-    options = {"snip_at_init": cfg.snip_at_init, "compensate": cfg.compensate, "max_acc_drop": cfg.max_acc_drop,
-               "max_unit_ratio": cfg.max_unit_ratio, "bn_recalibration": cfg.bn_recalibration}
-    score_ctx = ScoreContext(
-        model=model, groups=groups, stats=stats, seed=cfg.seed, options=options,
-        batches=lambda: calibration_loader(data_spec(cfg), cfg.calib_samples, cfg.batch_size, cfg.seed, workers=cfg.workers),
-        fresh_model=fresh_model, example=example_input(cfg),
-    )
+    batches = lambda: calibration_loader(data_spec(cfg), cfg.calib_samples, cfg.batch_size, cfg.seed, workers=cfg.workers)  # noqa: E731
+    score_ctx = scoring_context(cfg, model, groups, stats, batches)
     scores = scorer_class(cfg)().score(score_ctx)
     for group in groups:
         if group.name in scores and scores[group.name].shape != (group.size,):

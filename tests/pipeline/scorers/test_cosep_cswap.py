@@ -6,7 +6,7 @@ import torch.nn as nn
 from pipeline.pruning.analysis import analyse
 from pipeline.statistics import calibration
 from pipeline.scorers import SCORERS
-from pipeline.scorers.base import ScoreContext
+from pipeline.scorers.base import ScoreContext, ScorerOptions
 from pipeline.scorers.cswap import categorise, class_tests, split_calibration
 
 
@@ -14,7 +14,7 @@ def _context(model, example, batches, scorer, **options):
     groups = analyse(model, example).groups
     consumers = sorted({c.module for g in groups for c in g.consumers})
     stats = calibration.collect(model, batches, consumers, SCORERS.load(scorer).needs)
-    return ScoreContext(model=model, groups=groups, stats=stats, batches=lambda: batches, example=example, options=options)
+    return ScoreContext(model=model, groups=groups, stats=stats, batches=lambda: batches, example=example, options=ScorerOptions(**options))
 
 
 def class_signal_batches(classes: int, per_class: int, noise: float, seed: int = 0):

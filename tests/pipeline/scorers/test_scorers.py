@@ -79,8 +79,8 @@ def test_every_scorer_scores_every_unit_of_every_tiny_model(scorer, kind):
     batches = [(inputs, labels)]
     consumers = sorted({c.module for g in groups for c in g.consumers})
     stats = calibration.collect(model, batches, consumers, cls.needs) if cls.needs else {}
-    first = cls().score(ScoreContext(model, groups, stats, seed=3, batches=lambda: batches, example=example))
-    again = cls().score(ScoreContext(model, groups, stats, seed=3, batches=lambda: batches, example=example))
+    first = cls().score(ScoreContext(model=model, groups=groups, stats=stats, seed=3, batches=lambda: batches, example=example))
+    again = cls().score(ScoreContext(model=model, groups=groups, stats=stats, seed=3, batches=lambda: batches, example=example))
     if not first:
         pytest.skip(f"{scorer} covers no group of the tiny {kind} model")
     in_scope = [g for g in groups if cls.kinds is None or g.kind in cls.kinds]

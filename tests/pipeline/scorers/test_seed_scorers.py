@@ -6,7 +6,7 @@ import torch.nn as nn
 from pipeline.pruning.analysis import analyse
 from pipeline.statistics import calibration
 from pipeline.scorers import SCORERS
-from pipeline.scorers.base import ScoreContext
+from pipeline.scorers.base import ScoreContext, ScorerOptions
 
 
 def _context(model, example, batches, scorer):
@@ -52,7 +52,7 @@ def test_snip_at_init_scores_a_fresh_copy():
     ctx = _context(model, torch.randn(1, 5), batches, "snip")
     trained = SCORERS.load("snip")().score(ctx)["2"]
     fresh = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 7), nn.ReLU(), nn.Linear(7, 3)).eval()
-    ctx.options, ctx.fresh_model = {"snip_at_init": True}, lambda: fresh
+    ctx.options, ctx.fresh_model = ScorerOptions(snip_at_init=True), lambda: fresh
     at_init = SCORERS.load("snip")().score(ctx)["2"]
     expected = calibration.collect(fresh, batches, ["4"], ("input_grads",))["input_grads/4/gate"].abs()
     torch.testing.assert_close(at_init, expected / expected.mean())
