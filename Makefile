@@ -30,6 +30,8 @@ test: setup
 
 lint: setup
 	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/hadolint docker/Dockerfile.tensorrt docker/Dockerfile.openvino docker/Dockerfile.cpu
 
 # Compile and profile TARGET (default tensorrt) for the last run, then rebuild its report.

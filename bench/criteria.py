@@ -19,7 +19,20 @@ import time
 from common import ROOT, SHARED, cifar10_root, machine, write_results
 
 # "name@ranking": the criterion's scores spread by that ranking instead of its own per-layer counts
-SCORERS = ("random", "l1", "l2", "bn-scale", "taylor", "vbp", "snip", "class-aware", "cosep", "cosep@uniform", "cswap", "cswap@uniform")
+SCORERS = (
+    "random",
+    "l1",
+    "l2",
+    "bn-scale",
+    "taylor",
+    "vbp",
+    "snip",
+    "class-aware",
+    "cosep",
+    "cosep@uniform",
+    "cswap",
+    "cswap@uniform",
+)
 OWN_BUDGET = ("cosep", "cswap")  # criteria that choose each layer's count
 VARIANTS = ("none", "mean", "lstsq")
 ONLY = {"cswap": ("none",), "cswap@uniform": ("none",)}  # C-SWAP intervenes per compensation: one scoring (minutes) per variant
@@ -34,16 +47,30 @@ def one_shot(model: str, scorer: str, budget: float | None, compensate: str, dis
     scorer, _, ranking = scorer.partition("@")
     # the scores do not depend on the ranking: one run directory per scorer and compensation shares them
     out = ROOT / "bench" / "runs" / "criteria" / f"{model}-{scorer}-{compensate}"
-    cfg = build_config(model=f"cifar:{model}", weights=str(SHARED / "models" / f"{model}-cifar10.th"), data=str(cifar10_root()),
-                       scorer=scorer, ranking=ranking or None, macs_reduction=budget, compensate=compensate, targets=("cpu",), calib_samples=1024,
-                       batch_size=128, distill_epochs=distill, out=str(out))
+    cfg = build_config(
+        model=f"cifar:{model}",
+        weights=str(SHARED / "models" / f"{model}-cifar10.th"),
+        data=str(cifar10_root()),
+        scorer=scorer,
+        ranking=ranking or None,
+        macs_reduction=budget,
+        compensate=compensate,
+        targets=("cpu",),
+        calib_samples=1024,
+        batch_size=128,
+        distill_epochs=distill,
+        out=str(out),
+    )
     run_dir = run_pipeline(cfg, until="distill" if distill else "prune")
     metrics = read_json(run_dir / "prune" / "metrics.json")
-    row = {"accuracy": metrics["pruned"]["accuracy_one_shot"], "macs_ratio": metrics["macs_ratio"],
-           "dense": read_json(run_dir / "calibrate" / "accuracy.json")["dense"],
-           "score_seconds": read_manifest(run_dir / "calibrate")["seconds"] + read_manifest(run_dir / "score")["seconds"],
-           "prune_seconds": read_manifest(run_dir / "prune")["seconds"],
-           "ranking": read_json(run_dir / "prune" / "plan.json")["ranking"]}
+    row = {
+        "accuracy": metrics["pruned"]["accuracy_one_shot"],
+        "macs_ratio": metrics["macs_ratio"],
+        "dense": read_json(run_dir / "calibrate" / "accuracy.json")["dense"],
+        "score_seconds": read_manifest(run_dir / "calibrate")["seconds"] + read_manifest(run_dir / "score")["seconds"],
+        "prune_seconds": read_manifest(run_dir / "prune")["seconds"],
+        "ranking": read_json(run_dir / "prune" / "plan.json")["ranking"],
+    }
     if distill:
         history = (run_dir / "distill" / "history.csv").read_text().strip().splitlines()
         row["distilled"] = float(history[-1].split(",")[-1])
@@ -55,51 +82,81 @@ def vit_row() -> dict:
     from pipeline.core.config import build_config
     from pipeline.runner import run_pipeline
 
-    cfg = build_config(model="torchvision:vit_b_16", scorer="vbp", ratio=0.5, targets=("cpu", "openvino"), calib_samples=64,
-                       batch_size=16, profile_seconds=3.0, out=str(ROOT / "bench" / "runs" / "criteria" / "vit_b_16-vbp"))
+    cfg = build_config(
+        model="torchvision:vit_b_16",
+        scorer="vbp",
+        ratio=0.5,
+        targets=("cpu", "openvino"),
+        calib_samples=64,
+        batch_size=16,
+        profile_seconds=3.0,
+        out=str(ROOT / "bench" / "runs" / "criteria" / "vit_b_16-vbp"),
+    )
     report = read_json(run_pipeline(cfg) / "report.json")
-    return {"macs_ratio": report["macs_ratio"], "targets": {t: {k: r[k] for k in ("speedup", "speedup_ci", "efficiency", "verdict")}
-                                                            for t, r in report["targets"].items()},
-            "dense_ms": {t: r["dense_ms"]["p50"] for t, r in report["targets"].items()},
-            "pruned_ms": {t: r["pruned_ms"]["p50"] for t, r in report["targets"].items()}}
+    return {
+        "macs_ratio": report["macs_ratio"],
+        "targets": {
+            t: {k: r[k] for k in ("speedup", "speedup_ci", "efficiency", "verdict")} for t, r in report["targets"].items()
+        },
+        "dense_ms": {t: r["dense_ms"]["p50"] for t, r in report["targets"].items()},
+        "pruned_ms": {t: r["pruned_ms"]["p50"] for t, r in report["targets"].items()},
+    }
 
 
 def table(cache: dict) -> str:
-    lines = [f"Pretrained CIFAR-10 ResNets of ../shared, CIFAR-10 JPEG test split (10,000 images), 1,024 class-stratified "
-             f"calibration images, BatchNorm re-estimated after removal, kept widths rounded to 8. Columns: one-shot accuracy "
-             f"with no compensation / mean-shift / least-squares re-fit; after 1 epoch of distillation (SGD lr 0.01, T 4, alpha 0.9) "
-             f"with the scorer's own compensation; seconds of calibration + scoring. MACs 'own': the per-layer counts CoSeP "
-             f"or C-SWAP chose; ranking 'own, scaled': those counts scaled by one factor to the target; 'name@uniform': the "
-             f"criterion's scores spread uniformly instead. Measured on {machine()}. '-' = not measured: mean-shift beyond "
-             f"2x (it equals no compensation wherever BatchNorm is re-estimated, as every 2x row shows), C-SWAP with "
-             f"other compensations (each is a new scoring of minutes), distillation cells still to run "
-             f"(`make bench-criteria` resumes). Scoring does not depend on the budget: its seconds are shown once per "
-             f"scorer; C-SWAP's were taken while other jobs shared the 2 cores (alone: 'Measured here').", "",
-             "| model | MACs | scorer | ranking | one-shot | + mean-shift | + lstsq re-fit | 1 epoch KD | calib+score s |",
-             "|---|---:|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Pretrained CIFAR-10 ResNets of ../shared, CIFAR-10 JPEG test split (10,000 images), 1,024 class-stratified "
+        f"calibration images, BatchNorm re-estimated after removal, kept widths rounded to 8. Columns: one-shot accuracy "
+        f"with no compensation / mean-shift / least-squares re-fit; after 1 epoch of distillation (SGD lr 0.01, T 4, alpha 0.9) "
+        f"with the scorer's own compensation; seconds of calibration + scoring. MACs 'own': the per-layer counts CoSeP "
+        f"or C-SWAP chose; ranking 'own, scaled': those counts scaled by one factor to the target; 'name@uniform': the "
+        f"criterion's scores spread uniformly instead. Measured on {machine()}. '-' = not measured: mean-shift beyond "
+        f"2x (it equals no compensation wherever BatchNorm is re-estimated, as every 2x row shows), C-SWAP with "
+        f"other compensations (each is a new scoring of minutes), distillation cells still to run "
+        f"(`make bench-criteria` resumes). Scoring does not depend on the budget: its seconds are shown once per "
+        f"scorer; C-SWAP's were taken while other jobs shared the 2 cores (alone: 'Measured here').",
+        "",
+        "| model | MACs | scorer | ranking | one-shot | + mean-shift | + lstsq re-fit | 1 epoch KD | calib+score s |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|",
+    ]
+
     def order(key):
         _, model, budget, scorer = key.split("/")
-        return (model, 0.0 if budget == "own" else float(budget), SCORERS.index(scorer) if scorer in SCORERS else len(SCORERS), scorer)
+        return (
+            model,
+            0.0 if budget == "own" else float(budget),
+            SCORERS.index(scorer) if scorer in SCORERS else len(SCORERS),
+            scorer,
+        )
 
     for key in sorted((k for k in cache if k.startswith("cifar/")), key=order):
         _, model, budget, scorer = key.split("/")
         r = cache[key]
-        cell = lambda v: f"{r[v]['accuracy']:.4f}" if v in r else "-"  # noqa: E731
+        cell = lambda v, r=r: f"{r[v]['accuracy']:.4f}" if v in r else "-"  # noqa: E731
         distilled = next((r[v]["distilled"] for v in VARIANTS if v in r and "distilled" in r[v]), None)
         seconds = next((r[v]["score_seconds"] for v in VARIANTS if v in r), None)
         ranking = next((r[v]["ranking"] for v in VARIANTS if v in r and "ranking" in r[v]), "-")
-        reached = next(r[v]['macs_ratio'] for v in VARIANTS if v in r)
-        lines.append(f"| {model} | {'own' if budget == 'own' else f'{float(budget):g}x'} ({reached:.2f}) | {scorer} | {ranking} | "
-                     f"{cell('none')} | {cell('mean')} | {cell('lstsq')} | {f'{distilled:.4f}' if distilled else '-'} | "
-                     f"{f'{seconds:.0f}' if seconds and budget in ('own', '2') else ''} |")
+        reached = next(r[v]["macs_ratio"] for v in VARIANTS if v in r)
+        lines.append(
+            f"| {model} | {'own' if budget == 'own' else f'{float(budget):g}x'} ({reached:.2f}) | {scorer} | {ranking} | "
+            f"{cell('none')} | {cell('mean')} | {cell('lstsq')} | {f'{distilled:.4f}' if distilled else '-'} | "
+            f"{f'{seconds:.0f}' if seconds and budget in ('own', '2') else ''} |"
+        )
     if "vit" in cache:
         v = cache["vit"]
-        lines += ["", f"ViT-B/16 (random weights), VBP removing 50% of the MLP hidden neurons (global ranking, mean-shift): "
-                      f"MACs ratio {v['macs_ratio']:.2f}.", "", "| target | dense p50 ms | pruned p50 ms | speedup [95% CI] | efficiency | verdict |",
-                  "|---|---:|---:|---:|---:|---|"]
+        lines += [
+            "",
+            f"ViT-B/16 (random weights), VBP removing 50% of the MLP hidden neurons (global ranking, mean-shift): "
+            f"MACs ratio {v['macs_ratio']:.2f}.",
+            "",
+            "| target | dense p50 ms | pruned p50 ms | speedup [95% CI] | efficiency | verdict |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
         for t, r in v["targets"].items():
-            lines.append(f"| {t} | {v['dense_ms'][t]:.1f} | {v['pruned_ms'][t]:.1f} | {r['speedup']:.2f} [{r['speedup_ci'][0]:.2f}, "
-                         f"{r['speedup_ci'][1]:.2f}] | {r['efficiency']:.2f} | {r['verdict']} |")
+            lines.append(
+                f"| {t} | {v['dense_ms'][t]:.1f} | {v['pruned_ms'][t]:.1f} | {r['speedup']:.2f} [{r['speedup_ci'][0]:.2f}, "
+                f"{r['speedup_ci'][1]:.2f}] | {r['efficiency']:.2f} | {r['verdict']} |"
+            )
     return "\n".join(lines)
 
 

@@ -27,23 +27,71 @@ RUNS = ROOT / "bench" / "runs" / "zoo"
 # what a deployment team starts from, a few of each family, small variants (2 cores run this)
 TIMM_MODELS = (
     # ResNet variants
-    "resnet18", "resnet50d", "resnet26t", "seresnext26d_32x4d", "resnest14d", "res2net50_26w_4s", "skresnet18", "ecaresnet26t",
+    "resnet18",
+    "resnet50d",
+    "resnet26t",
+    "seresnext26d_32x4d",
+    "resnest14d",
+    "res2net50_26w_4s",
+    "skresnet18",
+    "ecaresnet26t",
     # EfficientNet, MobileNet V2/V3/V4, other mobile CNNs
-    "efficientnet_b0", "efficientnet_lite0", "tf_efficientnetv2_b0", "mobilenetv2_100", "mobilenetv3_large_100",
-    "mobilenetv3_small_100", "mobilenetv4_conv_small", "mobilenetv4_hybrid_medium", "mixnet_s", "ghostnet_100", "lcnet_050",
-    "rexnet_100", "tinynet_a",
+    "efficientnet_b0",
+    "efficientnet_lite0",
+    "tf_efficientnetv2_b0",
+    "mobilenetv2_100",
+    "mobilenetv3_large_100",
+    "mobilenetv3_small_100",
+    "mobilenetv4_conv_small",
+    "mobilenetv4_hybrid_medium",
+    "mixnet_s",
+    "ghostnet_100",
+    "lcnet_050",
+    "rexnet_100",
+    "tinynet_a",
     # ConvNeXt, RegNet, other CNNs
-    "convnext_atto", "convnextv2_atto", "regnetx_002", "regnety_004", "regnetz_b16", "densenet121", "dla34", "cspresnet50",
-    "ese_vovnet19b_dw", "hrnet_w18_small", "inception_v3", "dpn68", "nf_resnet26",
+    "convnext_atto",
+    "convnextv2_atto",
+    "regnetx_002",
+    "regnety_004",
+    "regnetz_b16",
+    "densenet121",
+    "dla34",
+    "cspresnet50",
+    "ese_vovnet19b_dw",
+    "hrnet_w18_small",
+    "inception_v3",
+    "dpn68",
+    "nf_resnet26",
     # re-parameterisable nets
-    "repvgg_a0", "mobileone_s0", "repvit_m0_9", "fastvit_t8", "repghostnet_050",
+    "repvgg_a0",
+    "mobileone_s0",
+    "repvit_m0_9",
+    "fastvit_t8",
+    "repghostnet_050",
     # ViT / DeiT
-    "vit_tiny_patch16_224", "vit_small_patch16_224", "deit_tiny_patch16_224", "deit_small_distilled_patch16_224",
-    "eva02_tiny_patch14_224", "cait_xxs24_224",
+    "vit_tiny_patch16_224",
+    "vit_small_patch16_224",
+    "deit_tiny_patch16_224",
+    "deit_small_distilled_patch16_224",
+    "eva02_tiny_patch14_224",
+    "cait_xxs24_224",
     # hybrid and efficient transformers, metaformers
-    "levit_128s", "efficientformer_l1", "efficientformerv2_s0", "mobilevit_xs", "mobilevitv2_050", "edgenext_xx_small",
-    "poolformer_s12", "pvt_v2_b0", "tiny_vit_5m_224", "efficientvit_b0", "swin_tiny_patch4_window7_224",
-    "maxvit_nano_rw_256", "coat_lite_tiny", "xcit_nano_12_p16_224", "convit_tiny",
+    "levit_128s",
+    "efficientformer_l1",
+    "efficientformerv2_s0",
+    "mobilevit_xs",
+    "mobilevitv2_050",
+    "edgenext_xx_small",
+    "poolformer_s12",
+    "pvt_v2_b0",
+    "tiny_vit_5m_224",
+    "efficientvit_b0",
+    "swin_tiny_patch4_window7_224",
+    "maxvit_nano_rw_256",
+    "coat_lite_tiny",
+    "xcit_nano_12_p16_224",
+    "convit_tiny",
 )
 
 
@@ -68,16 +116,35 @@ def run_one(spec: str, timeout: float, memory_gb: float) -> dict:
     """One `pipeline run` in a child process: its outcome, the report's facts, peak RSS, seconds."""
     out = RUNS / spec.replace(":", "-")
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-m", "pipeline", "run", "--model", spec, "--ratio", "0.3", "--target", "cpu",
-               "--calib-samples", "16", "--batch-size", "8", "--profile-seconds", "1", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "run",
+        "--model",
+        spec,
+        "--ratio",
+        "0.3",
+        "--target",
+        "cpu",
+        "--calib-samples",
+        "16",
+        "--batch-size",
+        "8",
+        "--profile-seconds",
+        "1",
+        "--out",
+        str(out),
+    ]
     cap = int(memory_gb * 2**30)
 
     def limit_memory():
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
     started = time.time()
-    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             preexec_fn=limit_memory)
+    child = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=limit_memory
+    )
     try:
         output, _ = child.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -116,9 +183,15 @@ def _facts(out: Path) -> dict:
     cpu = report["targets"]["cpu"]
     parity = json.loads((out / "export" / "parity.json").read_text())["pruned"]
     kinds = sorted({layer["kind"] for layer in report["layers"] if layer["kept"] < layer["size"]})
-    return {"macs_ratio": round(report["macs_ratio"], 3), "speedup": round(cpu["speedup"], 3),
-            "efficiency": round(cpu["efficiency"], 3), "verdict": cpu["verdict"], "parity_max_abs": parity["max_abs"],
-            "pruned_kinds": kinds, "notes": len(report.get("notes", []))}
+    return {
+        "macs_ratio": round(report["macs_ratio"], 3),
+        "speedup": round(cpu["speedup"], 3),
+        "efficiency": round(cpu["efficiency"], 3),
+        "verdict": cpu["verdict"],
+        "parity_max_abs": parity["max_abs"],
+        "pruned_kinds": kinds,
+        "notes": len(report.get("notes", [])),
+    }
 
 
 def table(results: dict) -> str:
@@ -126,21 +199,36 @@ def table(results: dict) -> str:
     for spec, r in results.items():
         family = spec.split(":")[0]
         counts[(family, r["status"])] = counts.get((family, r["status"]), 0) + 1
-    lines = [f"Measured on {machine()}; random init, `--ratio 0.3 --target cpu`, 16 synthetic calibration images, "
-             "each model in its own process under a 20 GiB address-space cap.", "",
-             "| family | models | ok | refused | failed | over 8 GiB peak RSS |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Measured on {machine()}; random init, `--ratio 0.3 --target cpu`, 16 synthetic calibration images, "
+        "each model in its own process under a 20 GiB address-space cap.",
+        "",
+        "| family | models | ok | refused | failed | over 8 GiB peak RSS |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for family in sorted({spec.split(":")[0] for spec in results}):
         members = [r for spec, r in results.items() if spec.startswith(family + ":")]
         heavy = sum(1 for r in members if r.get("peak_rss_gb", 0) > 8)
-        lines.append(f"| {family} | {len(members)} | {counts.get((family, 'ok'), 0)} | {counts.get((family, 'refused'), 0)} | "
-                     f"{counts.get((family, 'failed'), 0)} | {heavy} |")
-    lines += ["", "| model | status | MACs ratio | speedup | efficiency | parity max abs | pruned | peak RSS GiB | s | reason |",
-              "|---|---|---:|---:|---:|---:|---|---:|---:|---|"]
+        lines.append(
+            f"| {family} | {len(members)} | {counts.get((family, 'ok'), 0)} | {counts.get((family, 'refused'), 0)} | "
+            f"{counts.get((family, 'failed'), 0)} | {heavy} |"
+        )
+    lines += [
+        "",
+        "| model | status | MACs ratio | speedup | efficiency | parity max abs | pruned | peak RSS GiB | s | reason |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---|",
+    ]
     for spec, r in sorted(results.items()):
-        facts = (f"{r['macs_ratio']:.2f} | {r['speedup']:.2f} | {r['efficiency']:.2f} | {r['parity_max_abs']:.1e} | "
-                 f"{', '.join(r['pruned_kinds'])}" if r["status"] == "ok" else " |  |  |  | ")
-        lines.append(f"| {spec} | {r['status']} | {facts} | {r.get('peak_rss_gb', '')} | {r.get('seconds', '')} | "
-                     f"{r.get('reason', '').replace('|', '/')} |")
+        facts = (
+            f"{r['macs_ratio']:.2f} | {r['speedup']:.2f} | {r['efficiency']:.2f} | {r['parity_max_abs']:.1e} | "
+            f"{', '.join(r['pruned_kinds'])}"
+            if r["status"] == "ok"
+            else " |  |  |  | "
+        )
+        lines.append(
+            f"| {spec} | {r['status']} | {facts} | {r.get('peak_rss_gb', '')} | {r.get('seconds', '')} | "
+            f"{r.get('reason', '').replace('|', '/')} |"
+        )
     return "\n".join(lines)
 
 
@@ -160,23 +248,33 @@ def main() -> None:
         specs = args.models.split(",")
     else:
         specs = (torchvision_models() if args.family in ("torchvision", "all") else []) + (
-            [f"timm:{name}" for name in TIMM_MODELS] if args.family in ("timm", "all") else [])
+            [f"timm:{name}" for name in TIMM_MODELS] if args.family in ("timm", "all") else []
+        )
     results = load_results()
     for index, spec in enumerate(specs, 1):
         done = results.get(spec)
         if done and not (args.retry == "all" or (args.retry == "failed" and done["status"] == "failed")) and not args.models:
             continue
         print(f"[{index}/{len(specs)}] {spec} ...", flush=True)
-        probe = subprocess.run([sys.executable, __file__, "--one", spec, "--timeout", str(args.timeout),
-                                "--memory-gb", str(args.memory_gb)], capture_output=True, text=True)
+        probe = subprocess.run(
+            [sys.executable, __file__, "--one", spec, "--timeout", str(args.timeout), "--memory-gb", str(args.memory_gb)],
+            capture_output=True,
+            text=True,
+        )
         try:
             result = json.loads(probe.stdout.strip().splitlines()[-1])
         except (IndexError, json.JSONDecodeError):
-            result = {"status": "failed", "reason": f"benchmark process: {(probe.stderr.strip().splitlines() or ['?'])[-1][:200]}"}
+            result = {
+                "status": "failed",
+                "reason": f"benchmark process: {(probe.stderr.strip().splitlines() or ['?'])[-1][:200]}",
+            }
         results[spec] = {**result, "commit": _commit()}
         save_results(results)
-        print(f"    {result['status']} {result.get('reason', '')} ({result.get('seconds', '?')} s, "
-              f"{result.get('peak_rss_gb', '?')} GiB)", flush=True)
+        print(
+            f"    {result['status']} {result.get('reason', '')} ({result.get('seconds', '?')} s, "
+            f"{result.get('peak_rss_gb', '?')} GiB)",
+            flush=True,
+        )
     write_results("zoo", None, table(results))
 
 

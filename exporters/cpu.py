@@ -25,8 +25,10 @@ class OnnxRuntimeCpu(Target):
         if precision not in ("fp32", "fp16", "int8"):
             return f"precision {precision} is not supported (fp32, int8)"
         if precision == "fp16":
-            return ("ONNX Runtime's CPU execution provider has no FP16 convolution or GEMM kernels (it would cast back to "
-                    "FP32 around every layer); use --precision fp32 or int8 on the cpu target, fp16 on openvino or tensorrt")
+            return (
+                "ONNX Runtime's CPU execution provider has no FP16 convolution or GEMM kernels (it would cast back to "
+                "FP32 around every layer); use --precision fp32 or int8 on the cpu target, fp16 on openvino or tensorrt"
+            )
         return None
 
     def check(self, onnx_path: Path, precision: str) -> list:

@@ -42,8 +42,13 @@ class OpenVinoCpu(Target):
         # int8: `onnx_path` is the Q/DQ graph, which the CPU plugin runs with integer kernels
         model = ov.convert_model(str(onnx_path))
         ov.save_model(model, str(Path(out_dir) / XML), compress_to_fp16=precision == "fp16")
-        return {"runtime": "openvino", "version": ov.get_version(), "precision": precision, "device": "CPU",
-                "inference_precision": inference_precision(precision)}
+        return {
+            "runtime": "openvino",
+            "version": ov.get_version(),
+            "precision": precision,
+            "device": "CPU",
+            "inference_precision": inference_precision(precision),
+        }
 
     def open(self, compiled_dir: Path, input_shape: tuple[int, ...], threads: int, precision: str = "fp32"):
         return _OpenVinoSession(Path(compiled_dir) / XML, input_shape, threads, inference_precision(precision))

@@ -27,7 +27,9 @@ def to_qdq(onnx_path: Path, out_path: Path, calibration: np.ndarray, activations
 
     class Reader(CalibrationDataReader):
         def __init__(self, name: str):
-            self.batches = iter([{name: calibration[i:i + batch].astype(np.float32)} for i in range(0, len(calibration), batch)])
+            self.batches = iter(
+                [{name: calibration[i : i + batch].astype(np.float32)} for i in range(0, len(calibration), batch)]
+            )
 
         def get_next(self):
             return next(self.batches, None)
@@ -37,11 +39,21 @@ def to_qdq(onnx_path: Path, out_path: Path, calibration: np.ndarray, activations
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)  # shapes and fusions quantisation needs
         quantize_static(
-            str(prepared), str(out_path), Reader(input_name), quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8 if activations == "s8" else QuantType.QUInt8, weight_type=QuantType.QInt8,
-            per_channel=True, calibrate_method=CalibrationMethod.MinMax,
+            str(prepared),
+            str(out_path),
+            Reader(input_name),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8 if activations == "s8" else QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            calibrate_method=CalibrationMethod.MinMax,
             extra_options={"ActivationSymmetric": activations == "s8", "WeightSymmetric": True},
         )
-    return {"format": "QDQ", "activations": "int8 symmetric" if activations == "s8" else "uint8 asymmetric",
-            "weights": "int8 symmetric per channel",
-            "calibration_images": int(len(calibration)), "method": "MinMax", "onnxruntime": onnxruntime.__version__}
+    return {
+        "format": "QDQ",
+        "activations": "int8 symmetric" if activations == "s8" else "uint8 asymmetric",
+        "weights": "int8 symmetric per channel",
+        "calibration_images": int(len(calibration)),
+        "method": "MinMax",
+        "onnxruntime": onnxruntime.__version__,
+    }

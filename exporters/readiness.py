@@ -19,18 +19,22 @@ from pathlib import Path
 
 # The operators the parser rejects ("N" in its support matrix); anything outside the default ONNX
 # domain needs a plugin and is rejected too.
-_UNSUPPORTED_10 = frozenset("""
+_UNSUPPORTED_10 = frozenset(
+    """
 AffineGrid Bernoulli BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor BlackmanWindow Col2Im CenterCropPad
 Compress ConcatFromSequence ConvInteger DFT Det DynamicQuantizeLinear HammingWindow HannWindow ImageDecoder
 MatMulInteger MaxRoiPool MaxUnpool MelWeightMatrix Multinomial NegativeLogLikelihoodLoss Optional
 OptionalGetElement OptionalHasElement QLinearConv QLinearMatMul RegexFullMatch STFT SequenceAt
 SequenceConstruct SequenceEmpty SequenceErase SequenceInsert SequenceLength SequenceMap
 SoftmaxCrossEntropyLoss SplitToSequence StringConcat StringNormalizer StringSplit TfIdfVectorizer Unique
-""".split())
-_UNSUPPORTED_8 = _UNSUPPORTED_10 | frozenset("""
+""".split()
+)
+_UNSUPPORTED_8 = _UNSUPPORTED_10 | frozenset(
+    """
 Hardmax IsInf MeanVarianceNormalization Mod NonZero OneHot RandomNormal RandomNormalLike Reciprocal RoiAlign
 Shrink
-""".split())
+""".split()
+)
 
 
 @dataclass(frozen=True)
@@ -88,11 +92,22 @@ def _operators(model, facts: ParserFacts, version: str) -> list[Finding]:
     findings = []
     for node in _all_nodes(model.graph):
         if node.domain not in ("", "ai.onnx"):
-            findings.append(Finding("supported-ops", "error", f"node '{node.name}' ({node.domain}::{node.op_type}) is outside the "
-                                                              f"ONNX domain: TensorRT {version} needs a plugin for it"))
+            findings.append(
+                Finding(
+                    "supported-ops",
+                    "error",
+                    f"node '{node.name}' ({node.domain}::{node.op_type}) is outside the "
+                    f"ONNX domain: TensorRT {version} needs a plugin for it",
+                )
+            )
         elif node.op_type in facts.unsupported:
-            findings.append(Finding("supported-ops", "error", f"node '{node.name}' ({node.op_type}) is not supported by the "
-                                                              f"TensorRT {version} ONNX parser"))
+            findings.append(
+                Finding(
+                    "supported-ops",
+                    "error",
+                    f"node '{node.name}' ({node.op_type}) is not supported by the TensorRT {version} ONNX parser",
+                )
+            )
     return findings
 
 
@@ -100,8 +115,14 @@ def _opset(model, facts: ParserFacts, version: str) -> list[Finding]:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     low, high = facts.opset
     if opset is None or not low <= opset <= high:
-        return [Finding("opset", "error", f"opset {opset} is outside the TensorRT {version} parser's range {low}-{high}; "
-                                          f"re-export with opset_version in that range")]
+        return [
+            Finding(
+                "opset",
+                "error",
+                f"opset {opset} is outside the TensorRT {version} parser's range {low}-{high}; "
+                f"re-export with opset_version in that range",
+            )
+        ]
     return []
 
 
@@ -115,9 +136,15 @@ def _int64(model, facts: ParserFacts) -> list[Finding]:
             continue
         values = numpy_helper.to_array(tensor)
         if values.size and (values.min() < INT32_RANGE[0] or values.max() > INT32_RANGE[1]) and facts.casts_int64:
-            findings.append(Finding("int64-weights", "error", f"INT64 initializer '{tensor.name}' holds values outside INT32 "
-                                                              f"(e.g. {int(values.flat[np.abs(values).argmax()])}); TensorRT would "
-                                                              f"clamp them when casting to INT32"))
+            findings.append(
+                Finding(
+                    "int64-weights",
+                    "error",
+                    f"INT64 initializer '{tensor.name}' holds values outside INT32 "
+                    f"(e.g. {int(values.flat[np.abs(values).argmax()])}); TensorRT would "
+                    f"clamp them when casting to INT32",
+                )
+            )
     return findings
 
 
@@ -132,9 +159,15 @@ def _dynamic_dims(model, batch_axis_dynamic: bool) -> list[Finding]:
             dynamic = dim.HasField("dim_param") or not dim.HasField("dim_value") or dim.dim_value <= 0
             if dynamic and not (axis == 0 and batch_axis_dynamic):
                 name = dim.dim_param or "?"
-                findings.append(Finding("dynamic-dims", "error", f"input '{value.name}' axis {axis} is dynamic ('{name}'); the "
-                                                                 f"optimisation profile covers the batch axis only: export "
-                                                                 f"with a fixed size there"))
+                findings.append(
+                    Finding(
+                        "dynamic-dims",
+                        "error",
+                        f"input '{value.name}' axis {axis} is dynamic ('{name}'); the "
+                        f"optimisation profile covers the batch axis only: export "
+                        f"with a fixed size there",
+                    )
+                )
     return findings
 
 
@@ -166,9 +199,15 @@ def _alignment(model, precision: str) -> list[Finding]:
     if not unaligned:
         return []
     shown = ", ".join(unaligned[:5]) + (f", and {len(unaligned) - 5} more" if len(unaligned) > 5 else "")
-    return [Finding("channel-alignment", "warning", f"{len(unaligned)} conv(s) with channel counts that are not multiples of "
-                                                    f"{block} ({precision}): {shown}; TensorRT pads them to {block}, so the "
-                                                    f"removed MACs come back (prune with --round-to {block})")]
+    return [
+        Finding(
+            "channel-alignment",
+            "warning",
+            f"{len(unaligned)} conv(s) with channel counts that are not multiples of "
+            f"{block} ({precision}): {shown}; TensorRT pads them to {block}, so the "
+            f"removed MACs come back (prune with --round-to {block})",
+        )
+    ]
 
 
 def _weight_of(name: str, weights: dict, producers: dict):

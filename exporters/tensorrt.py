@@ -76,18 +76,25 @@ class TensorRt(Target):
             raise ConfigError(f"target 'tensorrt': {problem}")
         reason = unavailable_reason()
         if reason:
-            raise PluginUnavailableError(f"target 'tensorrt' cannot build an engine here: {reason}; on a GPU host: pip install "
-                                         f"tensorrt, or use docker/Dockerfile.tensorrt")
+            raise PluginUnavailableError(
+                f"target 'tensorrt' cannot build an engine here: {reason}; on a GPU host: pip install "
+                f"tensorrt, or use docker/Dockerfile.tensorrt"
+            )
         name, chw = onnx_input(onnx_path)
         shapes = ((1, *chw), (batches[0], *chw), (max(batches), *chw))
         out_dir = Path(out_dir)
-        facts = _build_with_api(onnx_path, out_dir, name, shapes, precision) if _api_available() else \
-            _build_with_trtexec(onnx_path, out_dir, name, shapes, precision)
+        facts = (
+            _build_with_api(onnx_path, out_dir, name, shapes, precision)
+            if _api_available()
+            else _build_with_trtexec(onnx_path, out_dir, name, shapes, precision)
+        )
         report = trt_layers.analyse(out_dir / LAYERS)
         facts["layers"] = report.to_dict()
         (out_dir / BUILD).write_text(json.dumps(facts, indent=1))
-        return {k: v for k, v in facts.items() if k != "layers"} | {"reformat_layers": len(report.reformats),
-                                                                      "padded_tensors": len(report.padded)}
+        return {k: v for k, v in facts.items() if k != "layers"} | {
+            "reformat_layers": len(report.reformats),
+            "padded_tensors": len(report.padded),
+        }
 
     def layer_reasons(self, compiled_dir: Path) -> list[str]:
         """The pruned engine's reformats and padded formats, for the verdict."""
@@ -112,8 +119,16 @@ class TensorRt(Target):
             for trial in range(trials):
                 for variant in names if trial % 2 == 0 else names[::-1]:
                     times = Path(scratch) / f"{variant}-{trial}.json"
-                    _run(trtexec.profile_command(Path(compiled[variant]) / ENGINE, builds[variant]["input"], tuple(input_shape),
-                                                 seconds / trials, times, version))
+                    _run(
+                        trtexec.profile_command(
+                            Path(compiled[variant]) / ENGINE,
+                            builds[variant]["input"],
+                            tuple(input_shape),
+                            seconds / trials,
+                            times,
+                            version,
+                        )
+                    )
                     results[variant].append(trtexec.read_times(times))
         return results
 
@@ -167,7 +182,9 @@ def _build_with_api(onnx_path: Path, out_dir: Path, input_name: str, shapes, pre
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     major = int(trt.__version__.split(".")[0])
-    flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)  # explicit batch is the only mode from 10
+    flags = (
+        0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    )  # explicit batch is the only mode from 10
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
@@ -203,8 +220,16 @@ def _build_with_api(onnx_path: Path, out_dir: Path, input_name: str, shapes, pre
     engine = trt.Runtime(logger).deserialize_cuda_engine(bytes(serialized))
     inspector = engine.create_engine_inspector()
     (out_dir / LAYERS).write_text(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
-    return {"runtime": "tensorrt", "version": trt.__version__, "gpu": gpu, "builder": "python", "precision": precision,
-            "input": input_name, "profile": [list(s) for s in shapes], "timing_cache": str(cache_path)}
+    return {
+        "runtime": "tensorrt",
+        "version": trt.__version__,
+        "gpu": gpu,
+        "builder": "python",
+        "precision": precision,
+        "input": input_name,
+        "profile": [list(s) for s in shapes],
+        "timing_cache": str(cache_path),
+    }
 
 
 def _build_with_trtexec(onnx_path: Path, out_dir: Path, input_name: str, shapes, precision: str) -> dict:
@@ -213,8 +238,16 @@ def _build_with_trtexec(onnx_path: Path, out_dir: Path, input_name: str, shapes,
     cache_path = timing_cache_path(".".join(map(str, version)), gpu)
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     _run(trtexec.build_command(onnx_path, out_dir / ENGINE, input_name, shapes, precision, cache_path, out_dir / LAYERS, version))
-    return {"runtime": "tensorrt", "version": ".".join(map(str, version)), "gpu": gpu, "builder": "trtexec",
-            "precision": precision, "input": input_name, "profile": [list(s) for s in shapes], "timing_cache": str(cache_path)}
+    return {
+        "runtime": "tensorrt",
+        "version": ".".join(map(str, version)),
+        "gpu": gpu,
+        "builder": "trtexec",
+        "precision": precision,
+        "input": input_name,
+        "profile": [list(s) for s in shapes],
+        "timing_cache": str(cache_path),
+    }
 
 
 class _ApiSession:

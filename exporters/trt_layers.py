@@ -25,8 +25,10 @@ class LayerReport:
         """Lines for the verdict's reasons."""
         lines = []
         if self.reformats:
-            lines.append(f"TensorRT inserted {len(self.reformats)} reformatting layer(s) in the pruned engine "
-                         f"(e.g. {self.reformats[0]}): layout conversions that cost time the dense engine may not pay")
+            lines.append(
+                f"TensorRT inserted {len(self.reformats)} reformatting layer(s) in the pruned engine "
+                f"(e.g. {self.reformats[0]}): layout conversions that cost time the dense engine may not pay"
+            )
         lines += [f"{p}: padded back up, so the removed channels still cost" for p in self.padded[:limit]]
         if len(self.padded) > limit:
             lines.append(f"... and {len(self.padded) - limit} more padded tensors")

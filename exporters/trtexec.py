@@ -31,15 +31,31 @@ def shape_spec(name: str, shape: tuple[int, ...]) -> str:
     return f"{name}:{'x'.join(str(d) for d in shape)}"
 
 
-def build_command(onnx: Path, engine: Path, input_name: str, shapes: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]],
-                  precision: str, timing_cache: Path, layer_info: Path, version: tuple[int, int, int]) -> list[str]:
+def build_command(
+    onnx: Path,
+    engine: Path,
+    input_name: str,
+    shapes: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]],
+    precision: str,
+    timing_cache: Path,
+    layer_info: Path,
+    version: tuple[int, int, int],
+) -> list[str]:
     """Build an engine with an optimisation profile (min, opt, max) on the batch axis and detailed
     layer information; no inference."""
     low, opt, high = shapes
-    command = ["trtexec", f"--onnx={onnx}", f"--saveEngine={engine}",
-               f"--minShapes={shape_spec(input_name, low)}", f"--optShapes={shape_spec(input_name, opt)}",
-               f"--maxShapes={shape_spec(input_name, high)}", f"--memPoolSize=workspace:{WORKSPACE_MIB}",
-               f"--timingCacheFile={timing_cache}", "--profilingVerbosity=detailed", f"--exportLayerInfo={layer_info}"]
+    command = [
+        "trtexec",
+        f"--onnx={onnx}",
+        f"--saveEngine={engine}",
+        f"--minShapes={shape_spec(input_name, low)}",
+        f"--optShapes={shape_spec(input_name, opt)}",
+        f"--maxShapes={shape_spec(input_name, high)}",
+        f"--memPoolSize=workspace:{WORKSPACE_MIB}",
+        f"--timingCacheFile={timing_cache}",
+        "--profilingVerbosity=detailed",
+        f"--exportLayerInfo={layer_info}",
+    ]
     if precision == "fp32":
         command.append("--noTF32")  # TF32 is on by default: fp32 means fp32 (strict parity)
     elif precision == "fp16":
@@ -50,11 +66,20 @@ def build_command(onnx: Path, engine: Path, input_name: str, shapes: tuple[tuple
     return command
 
 
-def profile_command(engine: Path, input_name: str, shape: tuple[int, ...], seconds: float, times: Path,
-                    version: tuple[int, int, int]) -> list[str]:
+def profile_command(
+    engine: Path, input_name: str, shape: tuple[int, ...], seconds: float, times: Path, version: tuple[int, int, int]
+) -> list[str]:
     """Time an engine: GPU compute per inference, CUDA graphs, no host<->device copies, spin-wait."""
-    command = ["trtexec", f"--loadEngine={engine}", f"--shapes={shape_spec(input_name, shape)}", f"--warmUp={WARMUP_MS}",
-               f"--duration={max(1, round(seconds))}", "--iterations=10", f"--percentile={PERCENTILES}", f"--exportTimes={times}"]
+    command = [
+        "trtexec",
+        f"--loadEngine={engine}",
+        f"--shapes={shape_spec(input_name, shape)}",
+        f"--warmUp={WARMUP_MS}",
+        f"--duration={max(1, round(seconds))}",
+        "--iterations=10",
+        f"--percentile={PERCENTILES}",
+        f"--exportTimes={times}",
+    ]
     if version < (11, 0, 0):
         command += ["--useCudaGraph", "--noDataTransfers", "--useSpinWait"]
     return command
@@ -62,8 +87,16 @@ def profile_command(engine: Path, input_name: str, shape: tuple[int, ...], secon
 
 def output_command(engine: Path, input_name: str, shape: tuple[int, ...], inputs: Path, outputs: Path) -> list[str]:
     """One inference on the given input (raw float32 file), its outputs written as JSON: for parity."""
-    return ["trtexec", f"--loadEngine={engine}", f"--shapes={shape_spec(input_name, shape)}", f"--loadInputs={input_name}:{inputs}",
-            f"--exportOutput={outputs}", "--iterations=1", "--warmUp=0", "--duration=0"]
+    return [
+        "trtexec",
+        f"--loadEngine={engine}",
+        f"--shapes={shape_spec(input_name, shape)}",
+        f"--loadInputs={input_name}:{inputs}",
+        f"--exportOutput={outputs}",
+        "--iterations=1",
+        "--warmUp=0",
+        "--duration=0",
+    ]
 
 
 def read_times(path: Path) -> list[float]:
@@ -79,9 +112,8 @@ _STAT = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\)) = ([\d
 def parse_compute_summary(text: str) -> dict[str, float]:
     """The 'GPU Compute Time: min = .. ms, max = .., mean = .., median = .., percentile(90%) = ..'
     line of trtexec's performance summary, in milliseconds."""
-    match = None
-    for match in _SUMMARY.finditer(text):
-        pass  # the last one: the summary, after any per-run lines
+    matches = list(_SUMMARY.finditer(text))
+    match = matches[-1] if matches else None  # the last one: the summary, after any per-run lines
     if match is None:
         return {}
     stats = {}

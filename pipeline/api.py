@@ -20,9 +20,20 @@ if TYPE_CHECKING:  # torch loads on the first call, not on `import pipeline`
     import torch.nn as nn
 
 
-def run(model: "nn.Module | str", calib_data=None, eval_data=None, *, scorer: str = "l1", ratio: float | None = None,
-        macs_reduction: float | None = None, targets=("cpu",), out: str | Path = "runs/api", force: bool = False,
-        until: str | None = None, **options: Any) -> dict:
+def run(
+    model: nn.Module | str,
+    calib_data=None,
+    eval_data=None,
+    *,
+    scorer: str = "l1",
+    ratio: float | None = None,
+    macs_reduction: float | None = None,
+    targets=("cpu",),
+    out: str | Path = "runs/api",
+    force: bool = False,
+    until: str | None = None,
+    **options: Any,
+) -> dict:
     """Prune, export, compile and profile `model` (an nn.Module, or a spec such as "timm:resnet50d");
     returns the report dict (report.json), or {} when `until` stops before the report.
 
@@ -36,21 +47,30 @@ def run(model: "nn.Module | str", calib_data=None, eval_data=None, *, scorer: st
     data = _register_data(calib_data, eval_data)
     if "input_shape" not in options and calib_data is not None:
         options["input_shape"] = (1, *tuple(_first_image(calib_data).shape))
-    cfg = build_config(None, model=spec, data=data, scorer=scorer, ratio=ratio, macs_reduction=macs_reduction,
-                       targets=tuple(targets), out=str(out), **options)
+    cfg = build_config(
+        None,
+        model=spec,
+        data=data,
+        scorer=scorer,
+        ratio=ratio,
+        macs_reduction=macs_reduction,
+        targets=tuple(targets),
+        out=str(out),
+        **options,
+    )
     run_dir = run_pipeline(cfg, force=force, until=until)
     report = run_dir / "report.json"
     return json.loads(report.read_text()) if until is None and report.is_file() else {}
 
 
-def load_pruned(run_dir: str | Path, model: "nn.Module | None" = None) -> "nn.Module":
+def load_pruned(run_dir: str | Path, model: nn.Module | None = None) -> nn.Module:
     """The pruned (or distilled, when distillation ran) model of a run, in eval mode, ready for a
     training loop of your own. For a run made from an nn.Module, `model` is that dense architecture
     (its weights do not matter): the plan is replayed onto a copy of it."""
     from pipeline.models.attention import convert_attention
     from pipeline.models.clone import clone_model
     from pipeline.runner import load_run_config
-    from pipeline.stages.common import final_model_dir, pruned_model
+    from pipeline.stages.common import pruned_model
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
@@ -62,7 +82,7 @@ def load_pruned(run_dir: str | Path, model: "nn.Module | None" = None) -> "nn.Mo
         from pipeline.models.memory import MemoryFamily
 
         MemoryFamily().check(cfg.model.partition(":")[2])  # known in this process, else a clear error
-    return pruned_model(cfg, final_model_dir(run_dir), run_dir / "prune", dense=dense)
+    return pruned_model(cfg, run_dir, dense=dense)
 
 
 def _register_model(model) -> str:
@@ -91,8 +111,10 @@ def _first_image(data):
     item = _dataset_of(data)[0]
     image = item[0] if isinstance(item, (tuple, list)) else item
     if not isinstance(image, torch.Tensor) or image.dim() != 3:
-        raise ConfigError("calibration items must be (image_tensor C,H,W, label); "
-                          f"got {type(image).__name__} of shape {tuple(getattr(image, 'shape', ()))}")
+        raise ConfigError(
+            "calibration items must be (image_tensor C,H,W, label); "
+            f"got {type(image).__name__} of shape {tuple(getattr(image, 'shape', ()))}"
+        )
     return image
 
 

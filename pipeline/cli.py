@@ -10,6 +10,7 @@ import sys
 import click
 
 from pipeline.core.errors import PipelineError
+from pipeline.stages import NAMES, STAGES
 
 STRICT_FAIL_EXIT = 3
 
@@ -46,14 +47,28 @@ def _shape(ctx, param, value):
 
 @main.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML recipe; flags override its keys.")
-@click.option("--model", help="torchvision:NAME | timm:NAME | cifar:resnet56 | package.module:factory | file.py:factory  "
-              "[default: torchvision:resnet18]")
-@click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
-              help="Keyword argument of the model's constructor (repeatable), e.g. drop_path_rate=0.1.")
-@click.option("--weights", help="Checkpoint: state dict (.pt/.pth/.th/.bin), training checkpoint (state_dict, "
-              "state_dict_ema) or .safetensors; loaded with weights_only=True.")
-@click.option("--data", help="ImageFolder root with train/ and test/ (or val/), or package.module:factory | file.py:factory "
-              "returning (train_dataset, eval_dataset); synthetic inputs without it.")
+@click.option(
+    "--model",
+    help="torchvision:NAME | timm:NAME | cifar:resnet56 | package.module:factory | file.py:factory  "
+    "[default: torchvision:resnet18]",
+)
+@click.option(
+    "--model-arg",
+    "model_args",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Keyword argument of the model's constructor (repeatable), e.g. drop_path_rate=0.1.",
+)
+@click.option(
+    "--weights",
+    help="Checkpoint: state dict (.pt/.pth/.th/.bin), training checkpoint (state_dict, "
+    "state_dict_ema) or .safetensors; loaded with weights_only=True.",
+)
+@click.option(
+    "--data",
+    help="ImageFolder root with train/ and test/ (or val/), or package.module:factory | file.py:factory "
+    "returning (train_dataset, eval_dataset); synthetic inputs without it.",
+)
 @click.option("--input-shape", callback=_shape, help="N,C,H,W  [default: the model's pretrained config, batch 1]")
 @click.option("--mean", help="Normalisation mean per channel, e.g. 0.5,0.5,0.5  [default: the model's pretrained config]")
 @click.option("--std", help="Normalisation std per channel  [default: the model's pretrained config]")
@@ -61,12 +76,22 @@ def _shape(ctx, param, value):
 @click.option("--ratio", type=float, help="Fraction of units removed per prunable group, in (0, 1)  [default: 0.5]")
 @click.option("--macs-reduction", type=float, help="Reach dense MACs / pruned MACs = X (within 5%) instead of a ratio.")
 @click.option("--round-to", type=int, help="Round kept widths to this multiple  [default: the targets' channel block]")
-@click.option("--ranking", type=click.Choice(["auto", "uniform", "global"]),
-              help="Spread the budget uniformly over groups or by one global threshold  [default: the scorer's own]")
-@click.option("--compensate", type=click.Choice(["auto", "none", "mean", "lstsq"]),
-              help="Put back what removed units leave: mean-shift or least-squares re-fit  [default: the scorer's own, else none]")
-@click.option("--lstsq-ridge", type=float, help="Ridge of the least-squares re-fit, relative to the Gram diagonal  [default: 1e-3]")
-@click.option("--snip-at-init/--no-snip-at-init", default=None, help="SNIP: score a freshly initialised copy of the architecture.")
+@click.option(
+    "--ranking",
+    type=click.Choice(["auto", "uniform", "global"]),
+    help="Spread the budget uniformly over groups or by one global threshold  [default: the scorer's own]",
+)
+@click.option(
+    "--compensate",
+    type=click.Choice(["auto", "none", "mean", "lstsq"]),
+    help="Put back what removed units leave: mean-shift or least-squares re-fit  [default: the scorer's own, else none]",
+)
+@click.option(
+    "--lstsq-ridge", type=float, help="Ridge of the least-squares re-fit, relative to the Gram diagonal  [default: 1e-3]"
+)
+@click.option(
+    "--snip-at-init/--no-snip-at-init", default=None, help="SNIP: score a freshly initialised copy of the architecture."
+)
 @click.option("--keep-layers", multiple=True, help="Module-name pattern never pruned (repeatable), e.g. 'layer4.*'.")
 @click.option("--no-bn-recalibration", "no_bn", is_flag=True, default=None, help="Skip BatchNorm re-estimation after removal.")
 @click.option("--distill-epochs", type=int, help="Knowledge-distillation epochs after pruning  [default: 0]")
@@ -74,14 +99,23 @@ def _shape(ctx, param, value):
 @click.option("--distill-lr", type=float, help="[default: 0.01]")
 @click.option("--distill-temperature", type=float, help="[default: 4]")
 @click.option("--distill-alpha", type=float, help="Weight of the distillation term  [default: 0.9]")
-@click.option("--regularize", type=click.Choice(["none", "class-aware"]),
-              help="Regulariser while fine-tuning: class-aware = L1 + kernel orthogonality (Class-Aware Pruning)")
-@click.option("--iterative/--one-shot", default=None,
-              help="Prune at most 10%% of each group per step, fine-tune --distill-epochs between steps, stop at --max-acc-drop.")
+@click.option(
+    "--regularize",
+    type=click.Choice(["none", "class-aware"]),
+    help="Regulariser while fine-tuning: class-aware = L1 + kernel orthogonality (Class-Aware Pruning)",
+)
+@click.option(
+    "--iterative/--one-shot",
+    default=None,
+    help="Prune at most 10%% of each group per step, fine-tune --distill-epochs between steps, stop at --max-acc-drop.",
+)
 @click.option("--max-acc-drop", type=float, help="Accuracy (fraction) an iterative step may lose against dense  [default: 0.005]")
 @click.option("--target", "targets", multiple=True, help="cpu | openvino | tensorrt (repeatable)  [default: cpu]")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]),
-              help="fp16: OpenVINO FP16 IR, TensorRT FP16 (not on cpu); int8: Q/DQ graphs from calibration images  [default: fp32]")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    help="fp16: OpenVINO FP16 IR, TensorRT FP16 (not on cpu); int8: Q/DQ graphs from calibration images  [default: fp32]",
+)
 @click.option("--batch-sizes", callback=_shape, help="Also profile these batch sizes, e.g. 1,8,32.")
 @click.option("--profile-seconds", type=float, help="Timed seconds per model and batch size  [default: 2]")
 @click.option("--threads", type=int, help="Runtime threads  [default: every core]")
@@ -91,8 +125,11 @@ def _shape(ctx, param, value):
 @click.option("--eval-samples", type=int, help="Evaluation images  [default: the whole eval split]")
 @click.option("--batch-size", type=int, help="Batch size of calibration, evaluation and distillation  [default: 64]")
 @click.option("--seed", type=int, help="[default: 0]")
-@click.option("--until", type=click.Choice(["calibrate", "score", "prune", "distill", "export", "compile", "profile"]),
-              help="Stop after this stage.")
+@click.option(
+    "--until",
+    type=click.Choice([name for name in NAMES if name != "report"]),
+    help="Stop after this stage.",
+)
 @click.option("--force", is_flag=True, help="Re-run every stage, even those whose inputs did not change.")
 @click.option("--strict/--no-strict", default=None, help="Exit 3 when any target's verdict is fail.")
 def run(config_file, no_bn, until, force, **options):
@@ -117,13 +154,18 @@ def _summarise(run_dir, strict: bool) -> None:
     report = json.loads((run_dir / "report.json").read_text())
     click.echo(f"report: {run_dir / 'report.md'}")
     accuracy = report["pruned"]["accuracy"]
-    click.echo(f"MACs {report['dense']['macs'] / 1e6:.1f}M -> {report['pruned']['macs'] / 1e6:.1f}M "
-               f"({report['macs_ratio']:.2f}x)" + (f", accuracy {report['dense']['accuracy']:.4f} -> {accuracy:.4f}" if accuracy is not None else ""))
+    click.echo(
+        f"MACs {report['dense']['macs'] / 1e6:.1f}M -> {report['pruned']['macs'] / 1e6:.1f}M "
+        f"({report['macs_ratio']:.2f}x)"
+        + (f", accuracy {report['dense']['accuracy']:.4f} -> {accuracy:.4f}" if accuracy is not None else "")
+    )
     failed = []
     for target, result in report["targets"].items():
-        click.echo(f"{target:9s} {result['dense_ms']['p50']:8.2f} ms -> {result['pruned_ms']['p50']:8.2f} ms  speedup "
-                   f"{result['speedup']:.2f}x [{result['speedup_ci'][0]:.2f}, {result['speedup_ci'][1]:.2f}]  "
-                   f"efficiency {result['efficiency']:.2f}  {result['verdict'].upper()}")
+        click.echo(
+            f"{target:9s} {result['dense_ms']['p50']:8.2f} ms -> {result['pruned_ms']['p50']:8.2f} ms  speedup "
+            f"{result['speedup']:.2f}x [{result['speedup_ci'][0]:.2f}, {result['speedup_ci'][1]:.2f}]  "
+            f"efficiency {result['efficiency']:.2f}  {result['verdict'].upper()}"
+        )
         for reason in result["reasons"]:
             click.echo(f"          - {reason}")
         if result["verdict"] == "fail":
@@ -146,8 +188,10 @@ def _stage_command(name: str, per_target: bool):
             from pipeline.core.log import info
             from pipeline.runner import save_config
 
-            info(f"{target}: added to the run's targets; the prune stage rounded kept widths for "
-                 f"{', '.join(cfg.targets)} only (`pipeline run ... --target {target}` rounds for it too)")
+            info(
+                f"{target}: added to the run's targets; the prune stage rounded kept widths for "
+                f"{', '.join(cfg.targets)} only (`pipeline run ... --target {target}` rounds for it too)"
+            )
             cfg = cfg.replace(targets=(*cfg.targets, target))
             save_config(cfg, Path(run_dir))
         run_stage(cfg, Path(run_dir), name, target, force)
@@ -158,9 +202,9 @@ def _stage_command(name: str, per_target: bool):
     return main.command(name)(command)
 
 
-for _name, _per_target in (("calibrate", False), ("score", False), ("prune", False), ("distill", False),
-                           ("export", False), ("compile", True), ("profile", True)):
-    _stage_command(_name, _per_target)
+for _spec in STAGES:  # the report stage has its own command, which also prints the tables
+    if _spec.name != "report":
+        _stage_command(_spec.name, _spec.per_target)
 
 
 @main.command()
@@ -180,7 +224,9 @@ def report(run_dir):
 @click.argument("onnx_file", type=click.Path(dir_okay=False))
 @click.option("--target", required=True, help="The target to check the graph for: tensorrt | cpu | openvino.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
-@click.option("--trt-version", default=None, help="TensorRT version whose parser to check against  [default: the installed one, else 10]")
+@click.option(
+    "--trt-version", default=None, help="TensorRT version whose parser to check against  [default: the installed one, else 10]"
+)
 @click.option("--strict", is_flag=True, help="Warnings (e.g. unaligned channels) fail too.")
 def check(onnx_file, target, precision, trt_version, strict):
     """Is ONNX_FILE ready for a target? No runtime needed: the rules are checked on the graph.

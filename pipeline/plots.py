@@ -25,8 +25,15 @@ def latency_plot(report: dict, path: Path) -> None:
     width = 0.38
     for i, (_label, dense, pruned, speedup) in enumerate(rows):
         for offset, figures, color, name in ((-width / 2, dense, "#7f7f7f", "dense"), (width / 2, pruned, "#1f77b4", "pruned")):
-            ax.bar(i + offset, figures["p50"], width, color=color, label=name if i == 0 else None,
-                   yerr=[[0], [max(figures["p90"] - figures["p50"], 0)]], capsize=3)
+            ax.bar(
+                i + offset,
+                figures["p50"],
+                width,
+                color=color,
+                label=name if i == 0 else None,
+                yerr=[[0], [max(figures["p90"] - figures["p50"], 0)]],
+                capsize=3,
+            )
         ax.text(i, max(dense["p50"], pruned["p50"]) * 1.08, f"{speedup:.2f}x", ha="center", fontsize=9)
     ax.set_xticks(range(len(rows)), [r[0] for r in rows])
     ax.set_ylabel("latency p50 (ms), whisker to p90")

@@ -7,11 +7,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipeline.core.config import RunConfig
+from pipeline.core.config import DEFAULT_RATIO, RunConfig
 from pipeline.core.errors import ArtifactError, ConfigError, PluginUnavailableError
 
 
-def check_and_resolve(cfg: RunConfig, run_dir: Path) -> RunConfig:
+def check_and_resolve(cfg: RunConfig) -> RunConfig:
     _check_scorer_and_targets(cfg)
     cfg = resolve(cfg)
     if cfg.weights is not None and not Path(cfg.weights).is_file():
@@ -20,7 +20,6 @@ def check_and_resolve(cfg: RunConfig, run_dir: Path) -> RunConfig:
         from pipeline.data.sources import check_source
 
         check_source(cfg.data)
-    _check_writable(run_dir)
     return cfg
 
 
@@ -32,18 +31,38 @@ def resolve(cfg: RunConfig) -> RunConfig:
     changes: dict = {}
     if None in (cfg.input_shape, cfg.mean, cfg.std, cfg.interpolation, cfg.crop_pct):
         family = preprocessing_of(cfg.model, cfg.model_args)
-        defaults = {"input_shape": (1, *family.input_size), "mean": family.mean, "std": family.std,
-                    "interpolation": family.interpolation, "crop_pct": family.crop_pct}
-        changes.update({k: tuple(v) if isinstance(v, (list, tuple)) else v
-                        for k, v in defaults.items() if getattr(cfg, k) is None})
+        defaults = {
+            "input_shape": (1, *family.input_size),
+            "mean": family.mean,
+            "std": family.std,
+            "interpolation": family.interpolation,
+            "crop_pct": family.crop_pct,
+        }
+        changes.update(
+            {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in defaults.items() if getattr(cfg, k) is None}
+        )
+    scorer = SCORERS.load(cfg.scorer)
     if cfg.compensate == "auto":
-        changes["compensate"] = getattr(SCORERS.load(cfg.scorer), "compensation", "none")
+        changes["compensate"] = getattr(scorer, "compensation", "none")
+    if cfg.budget is None:
+        changes.update(_budget(cfg, scorer))
     resolved = cfg.replace(**changes) if changes else cfg
     channels = resolved.input_shape[1]
     for name in ("mean", "std"):
         if len(getattr(resolved, name)) not in {1, channels} | ({3} if channels == 1 else set()):
             raise ConfigError(f"--{name} has {len(getattr(resolved, name))} values for {channels} input channels")
     return resolved
+
+
+def _budget(cfg: RunConfig, scorer) -> dict:
+    """How the prune stage decides how many units each group keeps. CoSeP and C-SWAP choose their own
+    per-layer counts (unless --ranking spreads the budget by their scores instead); a budget flag scales them."""
+    given = cfg.ratio is not None or cfg.macs_reduction is not None
+    if scorer.chooses_budget and cfg.ranking == "auto":
+        return {"budget": "own-scaled" if given else "own"}
+    if cfg.macs_reduction is not None:
+        return {"budget": "macs"}
+    return {"budget": "ratio", "ratio": DEFAULT_RATIO if cfg.ratio is None else cfg.ratio}
 
 
 def _check_scorer_and_targets(cfg: RunConfig) -> None:
@@ -69,7 +88,7 @@ def _check_scorer_and_targets(cfg: RunConfig) -> None:
     FAMILIES.load(spec.family)().check(spec.name)  # its library is installed and knows the name
 
 
-def _check_writable(run_dir: Path) -> None:
+def check_writable(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / f".write-test-{os.getpid()}"

@@ -19,8 +19,9 @@ def summary_ms(trials: list[list[float]]) -> dict[str, float]:
     }
 
 
-def speedup_with_ci(dense: list[list[float]], pruned: list[list[float]], resamples: int = 2000,
-                    level: float = 0.95, seed: int = 0) -> tuple[float, tuple[float, float]]:
+def speedup_with_ci(
+    dense: list[list[float]], pruned: list[list[float]], resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, tuple[float, float]]:
     """dense p50 / pruned p50, and a paired bootstrap interval over trials (trial i of both models
     ran back to back, so resampling trial indices keeps that pairing)."""
     dense_arrays = [np.asarray(t) for t in dense]
@@ -32,7 +33,8 @@ def speedup_with_ci(dense: list[list[float]], pruned: list[list[float]], resampl
     for b in range(resamples):
         picks = rng.integers(0, count, count)
         ratios[b] = np.median(np.concatenate([dense_arrays[i] for i in picks])) / np.median(
-            np.concatenate([pruned_arrays[i] for i in picks]))
+            np.concatenate([pruned_arrays[i] for i in picks])
+        )
     tail = (1.0 - level) / 2 * 100
     return point, (float(np.percentile(ratios, tail)), float(np.percentile(ratios, 100 - tail)))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def warm_up(run: Callable[[], object], seconds: float, min_calls: int = 10) -> float:
@@ -19,8 +19,13 @@ def warm_up(run: Callable[[], object], seconds: float, min_calls: int = 10) -> f
     return times[len(times) // 2]
 
 
-def interleaved(runs: dict[str, Callable[[], object]], seconds: float, trials: int, warmup_seconds: float = 0.5,
-                progress: Callable[[], None] | None = None) -> dict[str, list[list[float]]]:
+def interleaved(
+    runs: dict[str, Callable[[], object]],
+    seconds: float,
+    trials: int,
+    warmup_seconds: float = 0.5,
+    progress: Callable[[], None] | None = None,
+) -> dict[str, list[list[float]]]:
     """Per-call seconds of each callable, as `trials` lists per name. Each model gets about
     `seconds` of timed calls in all, spread over the trials. A callable that returns a float has
     timed itself (device time); otherwise its wall time is taken."""

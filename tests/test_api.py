@@ -43,8 +43,9 @@ def test_api_reruns_nothing_for_the_same_objects_and_takes_spec_strings(tmp_path
     options = dict(targets=["cpu"], ratio=0.3, calib_samples=12, batch_size=6, profile_seconds=0.1)
     first = pipeline.run(model, calib_data=data, eval_data=data, out=str(tmp_path / "a"), **options)
     capsys.readouterr()
-    again = pipeline.run(model, calib_data=torch.utils.data.DataLoader(data, batch_size=4), eval_data=data,
-                         out=str(tmp_path / "a"), **options)
+    again = pipeline.run(
+        model, calib_data=torch.utils.data.DataLoader(data, batch_size=4), eval_data=data, out=str(tmp_path / "a"), **options
+    )
     assert capsys.readouterr().err.count("up to date, skipped") >= 5 and again["pruned"] == first["pruned"]
     by_spec = pipeline.run("tests.tiny_models:tiny_resnet", input_shape=(1, 3, 32, 32), out=str(tmp_path / "b"), **options)
     assert by_spec["macs_ratio"] > 1 and by_spec["dense"]["accuracy"] is None

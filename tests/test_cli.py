@@ -9,8 +9,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline.models.cifar import cifar_resnet
 from pipeline.cli import main
+from pipeline.models.cifar import cifar_resnet
 
 FAST = ["--profile-seconds", "0.1", "--calib-samples", "8", "--batch-size", "8"]
 
@@ -47,7 +47,10 @@ def test_list_says_why_a_target_cannot_load(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
     result = invoke("list")
-    assert "openvino" in result.output and "unavailable: Python module 'openvino' is not installed; pip install openvino" in result.output
+    assert (
+        "openvino" in result.output
+        and "unavailable: Python module 'openvino' is not installed; pip install openvino" in result.output
+    )
 
 
 def _bad_checkpoint(tmp_path):
@@ -80,7 +83,11 @@ def test_bad_input_is_one_line_and_nonzero_and_leaves_nothing_half_written(args,
     (tmp_path / "noclasses" / "train").mkdir(parents=True)
     (tmp_path / "noclasses" / "test").mkdir()
     (tmp_path / "afile").write_text("")
-    replacements = {"BADCKPT": _bad_checkpoint(tmp_path), "NOCLASSES": str(tmp_path / "noclasses"), "AFILE/run": str(tmp_path / "afile" / "run")}
+    replacements = {
+        "BADCKPT": _bad_checkpoint(tmp_path),
+        "NOCLASSES": str(tmp_path / "noclasses"),
+        "AFILE/run": str(tmp_path / "afile" / "run"),
+    }
     args = [replacements.get(a, a) for a in args]
     if "--model" not in args:
         args += ["--model", "tests.tiny_models:tiny_resnet"]
@@ -102,13 +109,19 @@ def test_missing_runtime_says_what_to_install(tmp_path, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
     result = CliRunner().invoke(main, ["run", "--target", "openvino", "--out", str(tmp_path / "run")])
-    assert result.exit_code == 2 and "target 'openvino' cannot run here" in result.output and "pip install openvino" in result.output
+    assert (
+        result.exit_code == 2 and "target 'openvino' cannot run here" in result.output and "pip install openvino" in result.output
+    )
     assert not (tmp_path / "run" / "calibrate").exists()
 
 
 def test_real_console_script_prints_no_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "pipeline", "run", "--model", "cifar:resnet50", "--out", str(tmp_path / "r")],
-                            capture_output=True, text=True, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", "--model", "cifar:resnet50", "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     lines = [l for l in result.stderr.splitlines() if l.startswith("Error")]
     assert lines == ["Error: unknown CIFAR model 'resnet50'; valid: cifar:resnet20|resnet32|resnet44|resnet56|resnet110"]

@@ -39,8 +39,13 @@ def test_every_make_target_in_the_readme_exists():
     readme = (ROOT / "README.md").read_text()
     documented = set(re.findall(r"(?:`|^|\| )make ([a-z][a-z0-9-]*)", readme, re.M))
     assert {"run", "test", "engine", "edge", "docker-tensorrt", "docker-openvino", "docker-cpu"} <= documented
-    result = subprocess.run(["make", "-n", "-f", str(ROOT / "Makefile"), *sorted(documented - {"engine"})],
-                            capture_output=True, text=True, cwd=ROOT, env={"PATH": "/usr/bin:/bin", "VENV": ".venv"})
+    result = subprocess.run(
+        ["make", "-n", "-f", str(ROOT / "Makefile"), *sorted(documented - {"engine"})],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "VENV": ".venv"},
+    )
     assert "No rule to make target" not in result.stderr, result.stderr
     makefile = (ROOT / "Makefile").read_text()
     for target in documented:

@@ -13,7 +13,17 @@ from pipeline.scorers import SCORERS
 from tests.tiny_models import TINY_SPECS
 
 FAST = ["--profile-seconds", "0.1", "--calib-samples", "12", "--batch-size", "6", "--input-shape", "1,3,32,32"]
-TARGET_KEYS = {"dense_ms", "pruned_ms", "speedup", "speedup_ci", "macs_ratio", "efficiency", "parity_max_abs", "verdict", "reasons"}
+TARGET_KEYS = {
+    "dense_ms",
+    "pruned_ms",
+    "speedup",
+    "speedup_ci",
+    "macs_ratio",
+    "efficiency",
+    "parity_max_abs",
+    "verdict",
+    "reasons",
+}
 
 
 def run_cli(*args):
@@ -86,12 +96,23 @@ def test_rerun_skips_finished_stages_and_reruns_what_changed(tmp_path):
     assert read_manifest(out / "calibrate")["started"] == before["calibrate"]  # same inputs
     assert read_manifest(out / "score")["started"] == before["score"]
     assert read_manifest(out / "prune")["fingerprint"] != fingerprint  # new budget
-    assert json.loads((out / "report.json").read_text())["ratio"] == pytest.approx(0.3)
+    report = json.loads((out / "report.json").read_text())
+    assert report["budget"]["mode"] == "ratio" and report["budget"]["ratio"] == pytest.approx(0.3)
+    removed = sum(l["size"] - l["kept"] for l in report["layers"]) / sum(l["size"] for l in report["layers"])
+    assert report["ratio"] == pytest.approx(removed)  # the fraction of prunable units actually removed
 
 
 def test_several_batch_sizes_and_both_targets(tmp_path):
     out = tmp_path / "run"
-    run_cli("--model", TINY_SPECS["resnet"], "--out", str(out), "--batch-sizes", "1,4", *[a for t in available_targets() for a in ("--target", t)])
+    run_cli(
+        "--model",
+        TINY_SPECS["resnet"],
+        "--out",
+        str(out),
+        "--batch-sizes",
+        "1,4",
+        *[a for t in available_targets() for a in ("--target", t)],
+    )
     report = json.loads((out / "report.json").read_text())
     check_contract(report, available_targets())
     for result in report["targets"].values():
@@ -124,7 +145,9 @@ def test_stage_commands_work_on_a_run_directory(tmp_path):
 
 def test_strict_exits_nonzero_on_a_fail_verdict(tmp_path):
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["run", "--model", TINY_SPECS["resnet"], "--out", str(out), "--min-efficiency", "50", "--strict", *FAST])
+    result = CliRunner().invoke(
+        main, ["run", "--model", TINY_SPECS["resnet"], "--out", str(out), "--min-efficiency", "50", "--strict", *FAST]
+    )
     assert result.exit_code == 3 and "verdict fail on cpu" in result.output
     assert json.loads((out / "report.json").read_text())["targets"]["cpu"]["verdict"] == "fail"
 
@@ -152,9 +175,27 @@ def test_vbp_defaults_to_global_ranking_and_mean_shift(tmp_path):
 
 def test_iterative_schedule_with_class_aware_regularisation(tmp_path, image_folder):
     out = tmp_path / "run"
-    run_cli("--model", TINY_SPECS["resnet"], "--data", str(image_folder), "--scorer", "class-aware", "--iterative",
-            "--regularize", "class-aware", "--distill-epochs", "1", "--max-acc-drop", "1", "--ratio", "0.3", "--round-to", "1",
-            "--out", str(out))
+    run_cli(
+        "--model",
+        TINY_SPECS["resnet"],
+        "--data",
+        str(image_folder),
+        "--scorer",
+        "class-aware",
+        "--iterative",
+        "--regularize",
+        "class-aware",
+        "--distill-epochs",
+        "1",
+        "--max-acc-drop",
+        "1",
+        "--ratio",
+        "0.3",
+        "--round-to",
+        "1",
+        "--out",
+        str(out),
+    )
     plan = json.loads((out / "prune" / "plan.json").read_text())
     assert len(plan["steps"]) == 3  # 30% in steps of at most 10%
     assert len(json.loads((out / "prune" / "iterations.json").read_text())) == 3
@@ -176,8 +217,20 @@ def test_cosep_without_a_budget_flag_reports_the_counts_it_chose(tmp_path, image
 
 def test_cswap_scaled_to_a_macs_target_writes_its_evidence(tmp_path, image_folder):
     out = tmp_path / "run"
-    run_cli("--model", TINY_SPECS["resnet"], "--data", str(image_folder), "--scorer", "cswap", "--macs-reduction", "1.5",
-            "--round-to", "1", "--out", str(out))
+    run_cli(
+        "--model",
+        TINY_SPECS["resnet"],
+        "--data",
+        str(image_folder),
+        "--scorer",
+        "cswap",
+        "--macs-reduction",
+        "1.5",
+        "--round-to",
+        "1",
+        "--out",
+        str(out),
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["macs_ratio"] == pytest.approx(1.5, rel=0.05) and report["own_budget"]["scaled"] is True
     rows = list(csv.DictReader((out / "score" / "scores.csv").open()))
@@ -188,19 +241,38 @@ def test_cswap_scaled_to_a_macs_target_writes_its_evidence(tmp_path, image_folde
 
 def test_a_run_with_the_criterions_own_budget_is_named_auto(tmp_path):
     from pipeline.core.config import build_config
+    from pipeline.preflight import resolve
     from pipeline.runner import default_run_name
 
-    assert default_run_name(build_config(model="cifar:resnet20", scorer="cosep")) == "resnet20-cosep-auto"
-    assert default_run_name(build_config(model="cifar:resnet20", scorer="cswap", ratio=0.3)) == "resnet20-cswap-r0.3"
-    assert default_run_name(build_config(model="cifar:resnet20", scorer="l1")) == "resnet20-l1-r0.5"
+    def name(**values):
+        return default_run_name(resolve(build_config(model="cifar:resnet20", **values)))
+
+    assert name(scorer="cosep") == "resnet20-cosep-auto"
+    assert name(scorer="cswap", ratio=0.3) == "resnet20-cswap-r0.3"
+    assert name(scorer="l1") == "resnet20-l1-r0.5"
+    assert name(scorer="l1", macs_reduction=2) == "resnet20-l1-m2"
     # an explicit ranking spreads the default ratio by the criterion's scores instead of its own counts
-    assert default_run_name(build_config(model="cifar:resnet20", scorer="cosep", ranking="uniform")) == "resnet20-cosep-r0.5"
+    assert name(scorer="cosep", ranking="uniform") == "resnet20-cosep-r0.5"
 
 
 def test_an_explicit_ranking_overrides_the_criterions_own_counts(tmp_path, image_folder):
     out = tmp_path / "run"
-    run_cli("--model", TINY_SPECS["resnet"], "--data", str(image_folder), "--scorer", "cosep", "--ranking", "uniform",
-            "--ratio", "0.5", "--round-to", "1", "--out", str(out))
+    run_cli(
+        "--model",
+        TINY_SPECS["resnet"],
+        "--data",
+        str(image_folder),
+        "--scorer",
+        "cosep",
+        "--ranking",
+        "uniform",
+        "--ratio",
+        "0.5",
+        "--round-to",
+        "1",
+        "--out",
+        str(out),
+    )
     report = json.loads((out / "report.json").read_text())
     assert "own_budget" not in report and report["scorer_options"]["ranking"] == "uniform"
     assert all(l["kept"] == l["size"] - l["size"] // 2 for l in report["layers"] if l["kind"] == "channel" and l["size"] > 1)
@@ -209,8 +281,17 @@ def test_an_explicit_ranking_overrides_the_criterions_own_counts(tmp_path, image
 def test_int8_runs_on_cpu_and_openvino_with_its_accuracy_checked(tmp_path, image_folder):
     targets = [t for t in ("cpu", "openvino") if TARGETS.unavailable_reason(t) is None]
     out = tmp_path / "run"
-    run_cli("--model", TINY_SPECS["resnet"], "--data", str(image_folder), "--precision", "int8", "--out", str(out),
-            *[a for t in targets for a in ("--target", t)])
+    run_cli(
+        "--model",
+        TINY_SPECS["resnet"],
+        "--data",
+        str(image_folder),
+        "--precision",
+        "int8",
+        "--out",
+        str(out),
+        *[a for t in targets for a in ("--target", t)],
+    )
     report = json.loads((out / "report.json").read_text())
     check_contract(report, targets)
     assert report["precision"] == "int8" and all(report["targets"][t]["precision"] == "int8" for t in targets)
@@ -253,17 +334,27 @@ def test_own_model_file_with_arguments_and_own_data_factory(tmp_path):
         "def make(num_classes=10, width=16):\n"
         "    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),\n"
         "                         nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),\n"
-        "                         nn.Conv2d(2 * width, 32, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))\n")
+        "                         nn.Conv2d(2 * width, 32, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))\n"
+    )
     (tmp_path / "my_data.py").write_text(
         "import torch\nfrom torch.utils.data import TensorDataset\n\n"
         "def make():\n"
         "    g = torch.Generator().manual_seed(0)\n"
         "    labels = torch.arange(48) % 3\n"
         "    images = torch.randn(48, 3, 32, 32, generator=g) + labels.view(-1, 1, 1, 1)\n"
-        "    return TensorDataset(images[:36], labels[:36]), TensorDataset(images[36:], labels[36:])\n")
+        "    return TensorDataset(images[:36], labels[:36]), TensorDataset(images[36:], labels[36:])\n"
+    )
     out = tmp_path / "run"
-    run_cli("--model", f"{tmp_path / 'my_net.py'}:make", "--model-arg", "width=24", "--data", f"{tmp_path / 'my_data.py'}:make",
-            "--out", str(out))
+    run_cli(
+        "--model",
+        f"{tmp_path / 'my_net.py'}:make",
+        "--model-arg",
+        "width=24",
+        "--data",
+        f"{tmp_path / 'my_data.py'}:make",
+        "--out",
+        str(out),
+    )
     report = json.loads((out / "report.json").read_text())
     check_contract(report, ["cpu"])
     assert report["dense"]["accuracy"] is not None
@@ -275,8 +366,20 @@ def test_own_model_file_with_arguments_and_own_data_factory(tmp_path):
 def test_timm_vit_prunes_heads_and_mlp_neurons(tmp_path):
     pytest.importorskip("timm", reason="timm is not installed (pip install -e '.[timm]')")
     out = tmp_path / "run"
-    run_cli("--model", "timm:vit_tiny_patch16_224", "--model-arg", "img_size=32", "--model-arg", "patch_size=8",
-            "--model-arg", "depth=2", "--ratio", "0.5", "--out", str(out))
+    run_cli(
+        "--model",
+        "timm:vit_tiny_patch16_224",
+        "--model-arg",
+        "img_size=32",
+        "--model-arg",
+        "patch_size=8",
+        "--model-arg",
+        "depth=2",
+        "--ratio",
+        "0.5",
+        "--out",
+        str(out),
+    )
     report = json.loads((out / "report.json").read_text())
     check_contract(report, ["cpu"])
     assert {l["kind"] for l in report["layers"] if l["kept"] < l["size"]} == {"head", "neuron"}
@@ -317,8 +420,24 @@ def test_iterative_rescoring_gets_the_whole_scoring_context(scorer, extra, tmp_p
     original = scorer_class.score
     monkeypatch.setattr(scorer_class, "score", lambda self, ctx: seen.append(ctx) or original(self, ctx))
     out = tmp_path / "run"
-    run_cli("--model", TINY_SPECS["resnet"], "--data", str(image_folder), "--scorer", scorer, *extra, "--ratio", "0.3",
-            "--iterative", "--distill-epochs", "1", "--max-acc-drop", "1", "--out", str(out))
+    run_cli(
+        "--model",
+        TINY_SPECS["resnet"],
+        "--data",
+        str(image_folder),
+        "--scorer",
+        scorer,
+        *extra,
+        "--ratio",
+        "0.3",
+        "--iterative",
+        "--distill-epochs",
+        "1",
+        "--max-acc-drop",
+        "1",
+        "--out",
+        str(out),
+    )
     assert len(seen) >= 2  # the score stage, then re-scoring between iterative steps
     for ctx in seen:
         assert ctx.example is not None and ctx.fresh_model is not None and ctx.batches is not None

@@ -22,9 +22,27 @@ def test_resnet20_checkpoint_evaluates_as_published(cifar10):
 
 def test_resnet56_l1_at_2x_macs_one_shot(cifar10, tmp_path):
     out = tmp_path / "run"
-    args = ["run", "--model", "cifar:resnet56", "--weights", str(shared_model("resnet56-cifar10.th")), "--data", str(cifar10),
-            "--scorer", "l1", "--macs-reduction", "2", "--target", "cpu", "--out", str(out),
-            "--profile-seconds", "0.5", "--batch-size", "250"]
+    args = [
+        "run",
+        "--model",
+        "cifar:resnet56",
+        "--weights",
+        str(shared_model("resnet56-cifar10.th")),
+        "--data",
+        str(cifar10),
+        "--scorer",
+        "l1",
+        "--macs-reduction",
+        "2",
+        "--target",
+        "cpu",
+        "--out",
+        str(out),
+        "--profile-seconds",
+        "0.5",
+        "--batch-size",
+        "250",
+    ]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())

@@ -84,7 +84,9 @@ def tiny_vit(num_classes: int = 10) -> nn.Module:
     """torchvision's own VisionTransformer, tiny: 2 layers, 4 heads of 8, MLP 64, 32x32 input."""
     from torchvision.models.vision_transformer import VisionTransformer
 
-    return VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64, num_classes=num_classes)
+    return VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64, num_classes=num_classes
+    )
 
 
 TINY_SPECS = {
@@ -122,7 +124,11 @@ class TinyAux(nn.Module):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1), nn.BatchNorm2d(16), nn.ReLU())
         self.body = nn.Sequential(nn.Conv2d(16, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU())
-        self.aux = nn.Sequential(nn.Conv2d(32, 8, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes)) if aux_logits else None
+        self.aux = (
+            nn.Sequential(nn.Conv2d(32, 8, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+            if aux_logits
+            else None
+        )
         self.head = nn.Sequential(nn.Conv2d(32, 32, 3, 1, 1), nn.BatchNorm2d(32), nn.ReLU())
         self.fc = nn.Linear(32, num_classes)
 
@@ -220,8 +226,10 @@ def tiny_cached_bias(num_classes: int = 10) -> nn.Module:
     return TinyCachedBias(num_classes)
 
 
-TINY_SPECS.update({
-    "aux": "tests.tiny_models:tiny_aux",
-    "versioned": "tests.tiny_models:tiny_versioned",
-    "cached_bias": "tests.tiny_models:tiny_cached_bias",
-})
+TINY_SPECS.update(
+    {
+        "aux": "tests.tiny_models:tiny_aux",
+        "versioned": "tests.tiny_models:tiny_versioned",
+        "cached_bias": "tests.tiny_models:tiny_cached_bias",
+    }
+)

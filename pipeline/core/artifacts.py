@@ -50,7 +50,17 @@ def library_versions() -> dict[str, str]:
     from importlib import metadata
 
     versions = {"python": platform.python_version()}
-    for dist in ("torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "openvino", "tensorrt", "tensorrt-cu12", "numpy"):
+    for dist in (
+        "torch",
+        "torchvision",
+        "torch-pruning",
+        "onnx",
+        "onnxruntime",
+        "openvino",
+        "tensorrt",
+        "tensorrt-cu12",
+        "numpy",
+    ):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -83,7 +93,7 @@ class StageWriter:
         self.extra: dict[str, Any] = {}
         self._started = 0.0
 
-    def __enter__(self) -> "StageWriter":
+    def __enter__(self) -> StageWriter:
         try:
             self.final.parent.mkdir(parents=True, exist_ok=True)
             if self.path.exists():

@@ -13,6 +13,8 @@ from pipeline.core.errors import ConfigError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 RANKINGS = ("auto", "uniform", "global")
+BUDGETS = ("ratio", "macs", "own", "own-scaled")
+DEFAULT_RATIO = 0.5
 COMPENSATIONS = ("auto", "none", "mean", "lstsq")
 REGULARISERS = ("none", "class-aware")
 OPTIMIZERS = ("sgd", "adamw")
@@ -36,6 +38,9 @@ class RunConfig:
     scorer: str = "l1"
     ratio: float | None = None  # fraction of units removed per group; default 0.5 without a MACs target
     macs_reduction: float | None = None  # dense MACs / pruned MACs to reach, within 5%
+    # resolved at preflight: ratio | macs (a fraction or a MACs target), own | own-scaled (the criterion's
+    # per-layer counts, as they are or scaled to a --ratio/--macs-reduction)
+    budget: str | None = None
     round_to: int | None = None  # None: the targets' channel block (design.md)
     keep_layers: tuple[str, ...] = ()  # module-name patterns never pruned, besides stem and classifier
     max_unit_ratio: float = 0.9  # no group loses more than this fraction of its units
@@ -75,14 +80,10 @@ class RunConfig:
     def __post_init__(self):
         validate(self)
 
-    @property
-    def effective_ratio(self) -> float:
-        return 0.5 if self.ratio is None and self.macs_reduction is None else (self.ratio or 0.0)
-
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
-    def replace(self, **changes) -> "RunConfig":
+    def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
 
@@ -107,6 +108,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"model_args must be a mapping of argument names to values, got {cfg.model_args!r}")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"unknown precision '{cfg.precision}'; valid: {', '.join(PRECISIONS)}")
+    if cfg.budget is not None and cfg.budget not in BUDGETS:
+        raise ConfigError(f"unknown budget mode '{cfg.budget}'; valid: {', '.join(BUDGETS)}")
     if cfg.ranking not in RANKINGS:
         raise ConfigError(f"unknown ranking '{cfg.ranking}'; valid: {', '.join(RANKINGS)}")
     if cfg.compensate not in COMPENSATIONS:

@@ -65,7 +65,14 @@ def train_loader(spec: DataSpec, count: int | None, batch_size: int, seed: int, 
         train = datasets(spec)[0]
         dataset = train if count is None else Subset(train, sample_indices(train, count, seed + 7))
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, generator=generator, drop_last=len(dataset) > batch_size)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        generator=generator,
+        drop_last=len(dataset) > batch_size,
+    )
 
 
 def eval_loader(spec: DataSpec, count: int | None, batch_size: int, seed: int, workers: int = 0) -> DataLoader | None:

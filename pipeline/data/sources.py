@@ -46,14 +46,36 @@ def check_source(source: str) -> None:
     kind = kind_of(source)
     if kind == "folder":
         check_data_root(source)
-    elif kind == "memory" and source[len(MEMORY_PREFIX):] not in _IN_MEMORY:
-        raise DataError(f"data '{source}' was given in memory to pipeline.run in another process; "
-                        "run it again from Python, or give --data a folder or factory")
+    elif kind == "memory" and source[len(MEMORY_PREFIX) :] not in _IN_MEMORY:
+        raise DataError(
+            f"data '{source}' was given in memory to pipeline.run in another process; "
+            "run it again from Python, or give --data a folder or factory"
+        )
     else:
         train, evaluation = _datasets(source, None)
         for name, dataset in (("train", train), ("eval", evaluation)):
             if dataset is not None and len(dataset) == 0:
                 raise DataError(f"data '{source}': the {name} dataset is empty")
+
+
+def fingerprint(source: str | None) -> str | None:
+    """What identifies the data: every file's name, size and time under a folder; a factory's spec and
+    its file's hash; in memory, the key (a hash of the datasets' contents, pipeline.api)."""
+    import os
+
+    from pipeline.core.artifacts import sha256_file, sha256_json
+
+    if source is None:
+        return None
+    if kind_of(source) != "folder":
+        path = Path(source.rpartition(":")[0])
+        return sha256_json([source, sha256_file(path) if path.suffix == ".py" and path.is_file() else None])
+    entries = []
+    for folder, _, files in os.walk(source):
+        for name in files:
+            stat = os.stat(os.path.join(folder, name))
+            entries.append((os.path.relpath(os.path.join(folder, name), source), stat.st_size, int(stat.st_mtime)))
+    return sha256_json(sorted(entries))
 
 
 def check_data_root(root: str | Path) -> Path:
@@ -87,7 +109,7 @@ def datasets(spec: DataSpec):
 def _datasets(source: str, preprocessing: Preprocessing | None):
     kind = kind_of(source)
     if kind == "memory":
-        return _IN_MEMORY[source[len(MEMORY_PREFIX):]]
+        return _IN_MEMORY[source[len(MEMORY_PREFIX) :]]
     if kind == "folder":
         return _image_folder(Path(source), "train", preprocessing), _image_folder(Path(source), "eval", preprocessing)
     from pipeline.core.imports import load_object
@@ -96,7 +118,9 @@ def _datasets(source: str, preprocessing: Preprocessing | None):
     try:
         made = factory()
     except Exception as err:  # the user's code: say where it failed, in one line
-        raise DataError(f"data factory '{source}' failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+        raise DataError(
+            f"data factory '{source}' failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        ) from None
     if not isinstance(made, (tuple, list)) or len(made) != 2:
         raise DataError(f"data factory '{source}' must return (train_dataset, eval_dataset), got {type(made).__name__}")
     for name, dataset in zip(("train", "eval"), made):

@@ -29,8 +29,9 @@ def preprocessing_of(spec_text: str, model_args: dict | None = None) -> Preproce
     return family_of(spec_text).preprocessing(parse_spec(spec_text).name, dict(model_args or {}))
 
 
-def build_model(spec_text: str, weights: str | None = None, num_classes: int | None = None,
-                model_args: dict | None = None) -> nn.Module:
+def build_model(
+    spec_text: str, weights: str | None = None, num_classes: int | None = None, model_args: dict | None = None
+) -> nn.Module:
     """A dense model in eval mode, weights loaded, attention converted for head pruning."""
     spec, family, args = parse_spec(spec_text), family_of(spec_text), dict(model_args or {})
     model = family.build(spec.name, num_classes, args)
@@ -67,7 +68,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         raise ModelError(f"{path} holds no state dict of tensors")
     prefix = "module."
     if all(k.startswith(prefix) for k in loaded):
-        loaded = OrderedDict((k[len(prefix):], v) for k, v in loaded.items())
+        loaded = OrderedDict((k[len(prefix) :], v) for k, v in loaded.items())
     return loaded
 
 

@@ -82,7 +82,9 @@ class CifarFamily:
 
     def build(self, name: str, num_classes: int | None, args: dict) -> nn.Module:
         self.check(name)
-        return cifar_resnet(int(name.removeprefix("resnet")), **args, **({} if num_classes is None else {"num_classes": num_classes}))
+        return cifar_resnet(
+            int(name.removeprefix("resnet")), **args, **({} if num_classes is None else {"num_classes": num_classes})
+        )
 
     def preprocessing(self, name: str, args: dict) -> Preprocessing:
         # the checkpoints in ../shared were trained on 32x32 images with ImageNet statistics

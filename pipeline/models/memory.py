@@ -29,8 +29,10 @@ def register(model: nn.Module) -> str:
 class MemoryFamily:
     def check(self, name: str) -> None:
         if name not in _MODELS:
-            raise ModelError(f"model 'memory:{name}' was handed to pipeline.run in another process; pass the same "
-                             "nn.Module again (pipeline.run or pipeline.load_pruned(run_dir, model=...))")
+            raise ModelError(
+                f"model 'memory:{name}' was handed to pipeline.run in another process; pass the same "
+                "nn.Module again (pipeline.run or pipeline.load_pruned(run_dir, model=...))"
+            )
 
     def build(self, name: str, num_classes: int | None, args: dict) -> nn.Module:
         self.check(name)

@@ -33,8 +33,10 @@ class Preprocessing:
 def parse_spec(text: str) -> ModelSpec:
     family, sep, name = str(text).partition(":")
     if not sep or not name or not family:
-        raise ModelError(f"model spec '{text}' must look like torchvision:NAME, timm:NAME, cifar:resnet56, "
-                         "package.module:factory or path/to/file.py:factory")
+        raise ModelError(
+            f"model spec '{text}' must look like torchvision:NAME, timm:NAME, cifar:resnet56, "
+            "package.module:factory or path/to/file.py:factory"
+        )
     if family in NAMED_FAMILIES:
         return ModelSpec(family, name, text)
     return ModelSpec("factory", text, text)

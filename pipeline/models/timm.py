@@ -38,5 +38,10 @@ class TimmFamily:
             return Preprocessing((3, 224, 224))
         size = args.get("img_size", cfg.input_size[1:])  # a model argument can change the input size
         size = (size, size) if isinstance(size, int) else tuple(size)
-        return Preprocessing((int(cfg.input_size[0]), *map(int, size)), tuple(cfg.mean), tuple(cfg.std),
-                             cfg.interpolation or "bilinear", cfg.crop_pct)
+        return Preprocessing(
+            (int(cfg.input_size[0]), *map(int, size)),
+            tuple(cfg.mean),
+            tuple(cfg.std),
+            cfg.interpolation or "bilinear",
+            cfg.crop_pct,
+        )

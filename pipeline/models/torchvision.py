@@ -17,8 +17,10 @@ class TorchvisionFamily:
 
     def check(self, name: str) -> None:
         if name not in self.names():
-            raise ModelError(f"unknown torchvision classification model '{name}'; e.g. resnet18, mobilenet_v2, "
-                             "vit_b_16 (see torchvision.models.list_models())")
+            raise ModelError(
+                f"unknown torchvision classification model '{name}'; e.g. resnet18, mobilenet_v2, "
+                "vit_b_16 (see torchvision.models.list_models())"
+            )
 
     def build(self, name: str, num_classes: int | None, args: dict) -> nn.Module:
         import torchvision

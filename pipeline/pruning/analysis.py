@@ -18,8 +18,17 @@ import torch.nn as nn
 
 from pipeline.core.errors import ModelError
 from pipeline.pruning.heads import is_head_attention
-from pipeline.pruning.surgery import (UnitGroup, _convert_group, _head_group, apply_removal, build_graph, clone_model,
-                                      drop_modules, execution_order, unreached_modules)
+from pipeline.pruning.surgery import (
+    UnitGroup,
+    _convert_group,
+    _head_group,
+    apply_removal,
+    build_graph,
+    clone_model,
+    drop_modules,
+    execution_order,
+    unreached_modules,
+)
 
 
 @dataclass
@@ -85,9 +94,13 @@ def _left_out(model: nn.Module, example: torch.Tensor) -> tuple[list[str], list[
     except Exception:
         same = False
     if not same:
-        return [], [f"{', '.join(unreached)}: not reached by the inference forward, but removing them changes it; kept as they are"]
-    return unreached, [f"{', '.join(unreached)}: not reached by the inference forward (a training-only head), "
-                       "left out of pruning and removed from the pruned model"]
+        return [], [
+            f"{', '.join(unreached)}: not reached by the inference forward, but removing them changes it; kept as they are"
+        ]
+    return unreached, [
+        f"{', '.join(unreached)}: not reached by the inference forward (a training-only head), "
+        "left out of pruning and removed from the pruned model"
+    ]
 
 
 def _mixes_channels(group: UnitGroup, model: nn.Module) -> bool:
@@ -134,8 +147,10 @@ def _failure_note(group: UnitGroup, problem: str) -> str:
     shown = ", ".join(group.producers[:3]) + (", ..." if len(group.producers) > 3 else "")
     what = {"channel": f"channel count of {shown}", "neuron": f"width of {shown}"}.get(group.kind, f"head count of {group.name}")
     if problem == "inexact":
-        return (f"{group.name}: the model's forward hard-codes the {what} (e.g. a zero-padding shortcut or a reshape): "
-                "removing units is not exact; kept whole")
+        return (
+            f"{group.name}: the model's forward hard-codes the {what} (e.g. a zero-padding shortcut or a reshape): "
+            "removing units is not exact; kept whole"
+        )
     return f"{group.name}: the model's forward hard-codes the {what}: removing units breaks it ({problem}); kept whole"
 
 

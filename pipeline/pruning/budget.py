@@ -40,8 +40,9 @@ def kept_counts(groups: list[UnitGroup], ratio: float, round_to: int, max_unit_r
     return {g.name: kept_count(g.size, ratio, round_to, max_unit_ratio, g.kind) for g in groups}
 
 
-def global_kept(groups: list[UnitGroup], scores: dict[str, torch.Tensor], threshold: float, round_to: int,
-                max_unit_ratio: float) -> dict[str, int]:
+def global_kept(
+    groups: list[UnitGroup], scores: dict[str, torch.Tensor], threshold: float, round_to: int, max_unit_ratio: float
+) -> dict[str, int]:
     """Per group, the units scoring at least `threshold`, rounded and clamped."""
     kept = {}
     for g in groups:
@@ -91,9 +92,12 @@ class ScaledAllocator:
         if knob <= 0.0:
             return {g.name: g.size for g in self.groups}
         factor = self.factor(knob)
-        return {g.name: g.size if self.own[g.name] * factor >= g.size
-                else _clamp(g.size, self.own[g.name] * factor, _step(g.kind, self.round_to), self.max_unit_ratio)
-                for g in self.groups}
+        return {
+            g.name: g.size
+            if self.own[g.name] * factor >= g.size
+            else _clamp(g.size, self.own[g.name] * factor, _step(g.kind, self.round_to), self.max_unit_ratio)
+            for g in self.groups
+        }
 
 
 def own_budget(groups, own: dict[str, int], max_unit_ratio: float) -> tuple[dict[str, int], list[str]]:
@@ -106,8 +110,14 @@ def own_budget(groups, own: dict[str, int], max_unit_ratio: float) -> tuple[dict
         kept[g.name] = _clamp(g.size, own[g.name], 1, max_unit_ratio)
         if kept[g.name] != own[g.name]:
             clamped.append(g.name)
-    notes = [f"{len(clamped)} group(s) kept more units than the criterion chose: at most {max_unit_ratio:.0%} of a group "
-             f"is removed ({', '.join(clamped[:3])}{', ...' if len(clamped) > 3 else ''})"] if clamped else []
+    notes = (
+        [
+            f"{len(clamped)} group(s) kept more units than the criterion chose: at most {max_unit_ratio:.0%} of a group "
+            f"is removed ({', '.join(clamped[:3])}{', ...' if len(clamped) > 3 else ''})"
+        ]
+        if clamped
+        else []
+    )
     return kept, notes
 
 
@@ -129,15 +139,29 @@ def search(allocator: Allocator, estimator, target: float, steps: int = 400) -> 
     return best
 
 
-def plan_budget(groups, scores, estimator, ratio: float | None, macs_reduction: float | None, round_to: int,
-                round_to_is_default: bool, max_unit_ratio: float, ranking: str = "uniform", own: dict[str, int] | None = None):
+def plan_budget(
+    groups,
+    scores,
+    estimator,
+    ratio: float | None,
+    macs_reduction: float | None,
+    round_to: int,
+    round_to_is_default: bool,
+    max_unit_ratio: float,
+    ranking: str = "uniform",
+    own: dict[str, int] | None = None,
+):
     """(knob, kept counts, round_to used, notes). `own`: the counts a criterion chose itself, used as
     they are without a budget flag and scaled to meet one. With a MACs target a default rounding is
     relaxed (halved) when it makes the target unreachable; an explicit --round-to never is."""
     notes: list[str] = []
 
     def allocator_for(step: int):
-        return ScaledAllocator(groups, own, step, max_unit_ratio) if own else Allocator(groups, scores, ranking, step, max_unit_ratio)
+        return (
+            ScaledAllocator(groups, own, step, max_unit_ratio)
+            if own
+            else Allocator(groups, scores, ranking, step, max_unit_ratio)
+        )
 
     if own and ratio is None and macs_reduction is None:
         kept, notes = own_budget(groups, own, max_unit_ratio)
@@ -154,12 +178,15 @@ def plan_budget(groups, scores, estimator, ratio: float | None, macs_reduction: 
         knob, kept, reached = search(allocator, estimator, macs_reduction)
         if abs(reached / macs_reduction - 1.0) <= TOLERANCE:
             if step != round_to:
-                notes.append(f"channel rounding {round_to} cannot reach {macs_reduction}x MACs on this model; rounded to {step} instead")
+                notes.append(
+                    f"channel rounding {round_to} cannot reach {macs_reduction}x MACs on this model; rounded to {step} instead"
+                )
             return knob, kept, step, notes
         if not round_to_is_default or step == 1:
             raise ConfigError(
                 f"--macs-reduction {macs_reduction} is out of reach: the closest is {reached:.2f}x "
-                f"(rounding to {step} channels, at most {max_unit_ratio:.0%} of any group removed)")
+                f"(rounding to {step} channels, at most {max_unit_ratio:.0%} of any group removed)"
+            )
         step = max(1, step // 2)
 
 

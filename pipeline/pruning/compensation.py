@@ -29,7 +29,9 @@ def add_bias(module: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def fold_means(model: nn.Module, groups: list[UnitGroup], removal: dict[str, list[int]], stats: dict[str, torch.Tensor]) -> list[str]:
+def fold_means(
+    model: nn.Module, groups: list[UnitGroup], removal: dict[str, list[int]], stats: dict[str, torch.Tensor]
+) -> list[str]:
     """Fold the removed units' mean activations into their consumers' biases, on the model *before*
     removal (so the units' weights are still there). Returns the layers that got a new bias."""
     added = []
@@ -108,9 +110,12 @@ def _dense_outputs(dense: nn.Module, names: list[str], batches: list, kept: dict
     """Every re-fitted layer's dense output (kept channels), per batch, from one pass; None when
     that would take more than CACHE_BYTES."""
     sizes = {}
-    handles = [dense.get_submodule(n).register_forward_hook(
-        lambda m, i, o, n=n: sizes.__setitem__(n, o[0].numel() * len(kept[n]) // o.shape[1 if o.dim() == 4 else -1]))
-        for n in names]
+    handles = [
+        dense.get_submodule(n).register_forward_hook(
+            lambda m, i, o, n=n: sizes.__setitem__(n, o[0].numel() * len(kept[n]) // o.shape[1 if o.dim() == 4 else -1])
+        )
+        for n in names
+    ]
     try:
         dense(batches[0][0][:1])
     finally:
@@ -120,8 +125,12 @@ def _dense_outputs(dense: nn.Module, names: list[str], batches: list, kept: dict
     if sum(sizes.values()) * images * 4 > CACHE_BYTES:
         return None
     outputs: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    handles = [dense.get_submodule(n).register_forward_hook(
-        lambda m, i, o, n=n: outputs[n].append(_output_rows(o.detach())[:, kept[n]].float())) for n in names]
+    handles = [
+        dense.get_submodule(n).register_forward_hook(
+            lambda m, i, o, n=n: outputs[n].append(_output_rows(o.detach())[:, kept[n]].float())
+        )
+        for n in names
+    ]
     try:
         for inputs, _ in batches:
             dense(inputs)
@@ -135,13 +144,25 @@ def refit_order(pruned: nn.Module, groups: list[UnitGroup], removal: dict[str, l
     """The layers the re-fit solves, in forward order: consumers of pruned groups, except grouped and
     depthwise convs (their inputs are not shared across outputs; they lose channels with the group)."""
     consumers = {c.module for g in groups if removal.get(g.name) for c in g.consumers if not c.depthwise}
-    return [name for name in execution_order(pruned, example) if name in consumers
-            and not (isinstance(pruned.get_submodule(name), nn.Conv2d) and pruned.get_submodule(name).groups != 1)]
+    return [
+        name
+        for name in execution_order(pruned, example)
+        if name in consumers
+        and not (isinstance(pruned.get_submodule(name), nn.Conv2d) and pruned.get_submodule(name).groups != 1)
+    ]
 
 
 @torch.no_grad()
-def refit_least_squares(dense: nn.Module, pruned: nn.Module, groups: list[UnitGroup], removal: dict[str, list[int]],
-                        batches, example: torch.Tensor, ridge: float = 1e-3, progress=None) -> list[str]:
+def refit_least_squares(
+    dense: nn.Module,
+    pruned: nn.Module,
+    groups: list[UnitGroup],
+    removal: dict[str, list[int]],
+    batches,
+    example: torch.Tensor,
+    ridge: float = 1e-3,
+    progress=None,
+) -> list[str]:
     """Re-fit every consumer of a pruned group, in forward order; returns the layers re-fitted."""
     order = refit_order(pruned, groups, removal, example)
     batches = list(batches)

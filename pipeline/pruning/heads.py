@@ -16,8 +16,14 @@ import torch.nn as nn
 
 def is_head_attention(module: nn.Module) -> bool:
     qkv, proj, heads = getattr(module, "qkv", None), getattr(module, "proj", None), getattr(module, "num_heads", None)
-    return (isinstance(qkv, nn.Linear) and isinstance(proj, nn.Linear) and isinstance(heads, int) and heads >= 1
-            and qkv.out_features == 3 * proj.in_features and proj.in_features % heads == 0)
+    return (
+        isinstance(qkv, nn.Linear)
+        and isinstance(proj, nn.Linear)
+        and isinstance(heads, int)
+        and heads >= 1
+        and qkv.out_features == 3 * proj.in_features
+        and proj.in_features % heads == 0
+    )
 
 
 def head_dim(attention: nn.Module) -> int:

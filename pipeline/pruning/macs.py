@@ -21,11 +21,13 @@ def per_module_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
         def hook(module: nn.Conv2d, inputs, output):
             per_output = (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
             macs[name] = macs.get(name, 0) + output[0].numel() * per_output
+
         return hook
 
     def linear_hook(name):
         def hook(module: nn.Linear, inputs, output):
             macs[name] = macs.get(name, 0) + output[0].numel() * module.in_features
+
         return hook
 
     def attention_hook(name):
@@ -34,6 +36,7 @@ def per_module_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
             if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() >= 3:
                 tokens = inputs[0].shape[-2] if inputs[0].dim() == 3 else inputs[0].shape[1:-1].numel()
                 macs[name] = macs.get(name, 0) + 2 * module.num_heads * tokens * tokens * head_dim(module)
+
         return hook
 
     for name, module in model.named_modules():
@@ -93,9 +96,7 @@ class MacsEstimator:
             factor = 1.0
             if term.out_group is not None:
                 factor *= kept.get(term.out_group, self.sizes[term.out_group]) / self.sizes[term.out_group]
-            removed_inputs = sum(
-                (self.sizes[g] - kept.get(g, self.sizes[g])) * per_unit for g, per_unit in term.in_groups
-            )
+            removed_inputs = sum((self.sizes[g] - kept.get(g, self.sizes[g])) * per_unit for g, per_unit in term.in_groups)
             if term.in_groups:
                 factor *= max(0.0, 1.0 - removed_inputs / term.in_total)
             total += term.macs * factor

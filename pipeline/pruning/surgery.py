@@ -58,9 +58,12 @@ class UnitGroup:
         return asdict(self)
 
     @staticmethod
-    def from_dict(data: dict) -> "UnitGroup":
+    def from_dict(data: dict) -> UnitGroup:
         return UnitGroup(
-            name=data["name"], kind=data["kind"], size=data["size"], producers=list(data["producers"]),
+            name=data["name"],
+            kind=data["kind"],
+            size=data["size"],
+            producers=list(data["producers"]),
             params=[ParamSlice(**p) for p in data["params"]],
             consumers=[Consumer(**c) for c in data["consumers"]],
         )
@@ -71,8 +74,12 @@ def execution_order(model: nn.Module, example: torch.Tensor) -> list[str]:
     order: list[str] = []
     handles = []
     for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)) and not isinstance(module, nn.modules.linear.NonDynamicallyQuantizableLinear):
-            handles.append(module.register_forward_hook(lambda m, i, o, name=name: order.append(name) if name not in order else None))
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and not isinstance(
+            module, nn.modules.linear.NonDynamicallyQuantizableLinear
+        ):
+            handles.append(
+                module.register_forward_hook(lambda m, i, o, name=name: order.append(name) if name not in order else None)
+            )
     try:
         with torch.no_grad():
             model(example)
@@ -167,7 +174,11 @@ def _convert_group(graph, group) -> tuple[UnitGroup | None, str | None]:
             continue
         is_out = graph.is_out_channel_pruning_fn(item.dep.handler)
         positions, units = [int(i) for i in item.idxs], [int(u) for u in item.root_idxs]
-        if isinstance(module, nn.Conv2d) and 1 < module.groups and not (module.groups == module.in_channels == module.out_channels):
+        if (
+            isinstance(module, nn.Conv2d)
+            and 1 < module.groups
+            and not (module.groups == module.in_channels == module.out_channels)
+        ):
             return None, f"{root}: coupled with grouped conv {name} (groups={module.groups}), kept whole"
         if is_head_attention(module):
             return None, f"{root}: the residual width, which attention {name} reads and writes, kept whole"
@@ -202,7 +213,9 @@ def _head_group(name: str, attention: nn.Module) -> UnitGroup:
     return UnitGroup(name, "head", heads, [f"{name}.qkv"], params, [Consumer(f"{name}.proj", columns, column_units)])
 
 
-def apply_removal(model: nn.Module, example: torch.Tensor, groups: list[UnitGroup], removal: dict[str, list[int]], check: bool = True) -> None:
+def apply_removal(
+    model: nn.Module, example: torch.Tensor, groups: list[UnitGroup], removal: dict[str, list[int]], check: bool = True
+) -> None:
     """Remove the listed units (original indices) of each group from `model`, in place."""
     graph = build_graph(model, example) if any(g.kind != "head" and removal.get(g.name) for g in groups) else None
     for group in groups:
@@ -222,7 +235,9 @@ def apply_removal(model: nn.Module, example: torch.Tensor, groups: list[UnitGrou
             with torch.no_grad():
                 model(example)
         except Exception as err:
-            raise ModelError(f"the pruned model no longer runs ({str(err).splitlines()[0]}); this is a bug, please report it") from None
+            raise ModelError(
+                f"the pruned model no longer runs ({str(err).splitlines()[0]}); this is a bug, please report it"
+            ) from None
 
 
 def recalibrate_batchnorm(model: nn.Module, batches) -> int:

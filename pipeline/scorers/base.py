@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -90,8 +90,13 @@ def mean_normalised(scores: torch.Tensor) -> torch.Tensor:
     return scores / mean if mean > 0 else scores
 
 
-def per_unit_from_params(model: nn.Module, group: UnitGroup, reduce, only_types: tuple[type, ...] | None = None,
-                         tensors: dict[str, torch.Tensor] | None = None) -> torch.Tensor | None:
+def per_unit_from_params(
+    model: nn.Module,
+    group: UnitGroup,
+    reduce,
+    only_types: tuple[type, ...] | None = None,
+    tensors: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor | None:
     """Mean over the group's parameter slices of `reduce(values of one unit's positions)` summed per
     unit. `tensors` replaces parameters by other tensors of the same name (gradients, products)."""
     per_slice = []

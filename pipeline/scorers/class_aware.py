@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.scorers.base import Scorer, ScoreContext, sum_per_unit
 from pipeline.pruning.surgery import UnitGroup
+from pipeline.scorers.base import ScoreContext, Scorer, sum_per_unit
 
 TAU = 0.1
 TIE_BREAK = 1e-3

@@ -26,10 +26,10 @@ import math
 
 import torch
 
-from pipeline.statistics import clustering
 from pipeline.core.errors import DataError
-from pipeline.scorers.base import Scorer, ScoreContext, per_unit_from_params
 from pipeline.pruning.surgery import UnitGroup
+from pipeline.scorers.base import ScoreContext, Scorer, per_unit_from_params
+from pipeline.statistics import clustering
 
 ALL_K_UP_TO = 128  # above this many units, k runs over a log-spaced grid
 GRID_POINTS = 64
@@ -60,8 +60,10 @@ def separability_profiles(group: UnitGroup, stats: dict[str, torch.Tensor], seed
     if not parts:
         raise ValueError(f"{group.name} has no consumer to read class statistics at")
     if stats[f"class_moments/{group.consumers[0].module}/mean"].shape[0] < 2:
-        raise DataError("cosep compares classes, but the calibration images hold one class (without --data, the model's "
-                        "own predictions are the labels); give --data with images of several classes")
+        raise DataError(
+            "cosep compares classes, but the calibration images hold one class (without --data, the model's "
+            "own predictions are the labels); give --data with images of several classes"
+        )
     return torch.cat(parts, 1)
 
 

@@ -33,9 +33,9 @@ import torch
 from pipeline.core.errors import DataError
 from pipeline.core.log import progress
 from pipeline.data.loaders import SYNTHETIC_LABEL
-from pipeline.statistics.interventions import Intervener
-from pipeline.scorers.base import Scorer, ScoreContext
 from pipeline.pruning.surgery import UnitGroup, execution_order
+from pipeline.scorers.base import ScoreContext, Scorer
+from pipeline.statistics.interventions import Intervener
 
 SAMPLES_PER_CLASS = 64  # at most half of each class's calibration images: the rest is held out
 Z_ONE_SIDED = 1.645  # alpha 0.05
@@ -44,8 +44,9 @@ PASS_VALUES = 1024 * 3 * 32 * 32  # input values per forward pass (interventions
 LEVELS = {"detrimental": 0, "neutral": 1, "critical": 2}  # prune order: lower first
 
 
-def split_calibration(labels: torch.Tensor, correct: torch.Tensor | None = None,
-                      per_class: int = SAMPLES_PER_CLASS) -> tuple[torch.Tensor, torch.Tensor]:
+def split_calibration(
+    labels: torch.Tensor, correct: torch.Tensor | None = None, per_class: int = SAMPLES_PER_CLASS
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of the scoring samples (per class up to `per_class` of those the model gets right, at
     most half of the class) and of the held-out rest (right or wrong)."""
     correct = torch.ones_like(labels, dtype=torch.bool) if correct is None else correct
@@ -53,7 +54,7 @@ def split_calibration(labels: torch.Tensor, correct: torch.Tensor | None = None,
     for label in labels.unique().tolist():
         rows = (labels == label).nonzero().flatten()
         eligible = rows[correct[rows]]
-        take = eligible[:min(per_class, max(1, len(rows) // 2), len(eligible))]
+        take = eligible[: min(per_class, max(1, len(rows) // 2), len(eligible))]
         scoring.append(take)
         held_out.append(rows[~torch.isin(rows, take)])
     return torch.cat(scoring).sort().values, torch.cat(held_out).sort().values
@@ -74,8 +75,10 @@ def class_tests(differences: torch.Tensor, labels: torch.Tensor) -> tuple[torch.
 
 
 def categorise(t_lowest: torch.Tensor, t_highest: torch.Tensor) -> list[str]:
-    return ["critical" if lo < -Z_ONE_SIDED else "detrimental" if hi > Z_ONE_SIDED else "neutral"
-            for lo, hi in zip(t_lowest.tolist(), t_highest.tolist())]
+    return [
+        "critical" if lo < -Z_ONE_SIDED else "detrimental" if hi > Z_ONE_SIDED else "neutral"
+        for lo, hi in zip(t_lowest.tolist(), t_highest.tolist())
+    ]
 
 
 def order_scores(effects: torch.Tensor, categories: list[str]) -> torch.Tensor:
@@ -100,19 +103,25 @@ class CSwapScorer(Scorer):
         inputs, labels = _calibration_set(model, ctx.batches())
         with torch.no_grad():
             step = _rows_per_pass(inputs)
-            correct = torch.cat([model(inputs[i:i + step]).argmax(1) for i in range(0, len(inputs), step)]) == labels
+            correct = torch.cat([model(inputs[i : i + step]).argmax(1) for i in range(0, len(inputs), step)]) == labels
         scoring, held_out = split_calibration(labels, correct)
         if len(scoring) == 0:
-            raise DataError("cswap measures effects on images the model classifies correctly, and it gets none of the "
-                            "calibration images right; check --weights and --data")
+            raise DataError(
+                "cswap measures effects on images the model classifies correctly, and it gets none of the "
+                "calibration images right; check --weights and --data"
+            )
         if len(held_out) == 0:
             held_out = scoring
             ctx.notes.append("cswap: too few calibration images to hold some out; accuracy checked on the scoring images")
         x_score, y_score, x_held, y_held = inputs[scoring], labels[scoring], inputs[held_out], labels[held_out]
         fill = None
         if ctx.options.compensate == "mean" or ctx.options.bn_recalibration:
-            fill = {c.module: ctx.stats[f"input_moments/{c.module}/mean"].float()
-                    for g in ctx.groups for c in g.consumers if not c.depthwise}
+            fill = {
+                c.module: ctx.stats[f"input_moments/{c.module}/mean"].float()
+                for g in ctx.groups
+                for c in g.consumers
+                if not c.depthwise
+            }
         tolerance, max_unit_ratio = ctx.options.max_acc_drop, ctx.options.max_unit_ratio
         intervener = Intervener(model, ctx.groups, fill)
         dense_accuracy = _accuracy(intervener, intervener.prefix(x_held, [g.name for g in ctx.groups]), y_held)
@@ -120,25 +129,50 @@ class CSwapScorer(Scorer):
         try:
             with progress(sum(g.size for g in ctx.groups), "cswap interventions", "unit") as bar:
                 for group in top_down(model, ctx.example, ctx.groups):
-                    scores[group.name] = self._layer(intervener, group, ctx, x_score, y_score, x_held, y_held,
-                                                     dense_accuracy, tolerance, max_unit_ratio, bar.update)
+                    scores[group.name] = self._layer(
+                        intervener,
+                        group,
+                        ctx,
+                        x_score,
+                        y_score,
+                        x_held,
+                        y_held,
+                        dense_accuracy,
+                        tolerance,
+                        max_unit_ratio,
+                        bar.update,
+                    )
         finally:
             intervener.close()
         removed = sum(g.size - ctx.budget[g.name] for g in ctx.groups)
-        ctx.notes.append(f"cswap: {len(scoring)} correctly classified scoring images (up to {SAMPLES_PER_CLASS} per class), {len(held_out)} held out "
-                         f"(dense accuracy {dense_accuracy:.4f} there); progressive removal within {tolerance:.3f} of it removed "
-                         f"{removed} units")
+        ctx.notes.append(
+            f"cswap: {len(scoring)} correctly classified scoring images (up to {SAMPLES_PER_CLASS} per class), {len(held_out)} held out "
+            f"(dense accuracy {dense_accuracy:.4f} there); progressive removal within {tolerance:.3f} of it removed "
+            f"{removed} units"
+        )
         return scores
 
-    def _layer(self, intervener: Intervener, group: UnitGroup, ctx: ScoreContext, x_score, y_score, x_held, y_held,
-               dense_accuracy: float, tolerance: float, max_unit_ratio: float, advance) -> torch.Tensor:
+    def _layer(
+        self,
+        intervener: Intervener,
+        group: UnitGroup,
+        ctx: ScoreContext,
+        x_score,
+        y_score,
+        x_held,
+        y_held,
+        dense_accuracy: float,
+        tolerance: float,
+        max_unit_ratio: float,
+        advance,
+    ) -> torch.Tensor:
         prefix = intervener.prefix(x_score, [group.name])
         reference = _probabilities(intervener, prefix, y_score)[0]
         differences = torch.empty(group.size, len(y_score), dtype=torch.float64)
         per_pass = max(1, _rows_per_pass(x_score) // len(y_score))
         for start in range(0, group.size, per_pass):
             units = list(range(start, min(group.size, start + per_pass)))
-            differences[start:start + len(units)] = _probabilities(intervener, prefix, y_score, group.name, units) - reference
+            differences[start : start + len(units)] = _probabilities(intervener, prefix, y_score, group.name, units) - reference
             advance(len(units))
         effects = (differences / reference.clamp_min(1e-12)).mean(1)
         t_lowest, t_highest = class_tests(differences, y_score)
@@ -148,12 +182,12 @@ class CSwapScorer(Scorer):
         # progressive removal, undone at the first chunk that costs too much held-out accuracy
         held_prefix = intervener.prefix(x_held, [group.name])
         candidates = sorted((u for u in range(group.size) if categories[u] != "critical"), key=lambda u: (float(scores[u]), -u))
-        candidates = candidates[:group.size - max(1, math.ceil(group.size * (1.0 - max_unit_ratio)))]
+        candidates = candidates[: group.size - max(1, math.ceil(group.size * (1.0 - max_unit_ratio)))]
         step = max(1, math.ceil(CHUNK * len(candidates)))
         removed: list[int] = []
         accuracy = dense_accuracy
         for start in range(0, len(candidates), step):
-            chunk = candidates[start:start + step]
+            chunk = candidates[start : start + step]
             intervener.remove(group.name, chunk)
             trial = _accuracy(intervener, held_prefix, y_held)
             if dense_accuracy - trial > tolerance:
@@ -164,8 +198,14 @@ class CSwapScorer(Scorer):
         ctx.budget[group.name] = group.size - len(removed)
         ctx.budget_details[group.name] = {**{c: categories.count(c) for c in LEVELS}, "held_out_accuracy": round(accuracy, 4)}
         gone = set(removed)
-        ctx.add_evidence(group.name, effect=effects.tolist(), t_lowest=t_lowest.tolist(), t_highest=t_highest.tolist(),
-                         category=categories, removed_in_progressive=[int(u in gone) for u in range(group.size)])
+        ctx.add_evidence(
+            group.name,
+            effect=effects.tolist(),
+            t_lowest=t_lowest.tolist(),
+            t_highest=t_highest.tolist(),
+            category=categories,
+            removed_in_progressive=[int(u in gone) for u in range(group.size)],
+        )
         return scores
 
 
@@ -174,8 +214,9 @@ def _rows_per_pass(inputs: torch.Tensor) -> int:
     return max(1, PASS_VALUES // inputs[0].numel())
 
 
-def _probabilities(intervener: Intervener, prefix, labels: torch.Tensor, group: str | None = None,
-                   units: list[int] | None = None) -> torch.Tensor:
+def _probabilities(
+    intervener: Intervener, prefix, labels: torch.Tensor, group: str | None = None, units: list[int] | None = None
+) -> torch.Tensor:
     """(len(units) or 1, samples) true-class probabilities, the samples taken in slices that keep each
     forward pass within _rows_per_pass."""
     blocks = len(units) if units else 1
@@ -189,8 +230,10 @@ def _probabilities(intervener: Intervener, prefix, labels: torch.Tensor, group: 
 
 def _accuracy(intervener: Intervener, prefix, labels: torch.Tensor) -> float:
     step = _rows_per_pass(prefix.inputs)
-    correct = sum(int((intervener.logits(prefix, rows=slice(i, i + step)).argmax(1) == labels[i:i + step]).sum())
-                  for i in range(0, len(labels), step))
+    correct = sum(
+        int((intervener.logits(prefix, rows=slice(i, i + step)).argmax(1) == labels[i : i + step]).sum())
+        for i in range(0, len(labels), step)
+    )
     return correct / max(len(labels), 1)
 
 

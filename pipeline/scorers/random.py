@@ -6,8 +6,8 @@ import zlib
 
 import torch
 
-from pipeline.scorers.base import Scorer, ScoreContext
 from pipeline.pruning.surgery import UnitGroup
+from pipeline.scorers.base import ScoreContext, Scorer
 
 
 class RandomScorer(Scorer):

@@ -13,9 +13,9 @@ import dataclasses
 
 import torch
 
-from pipeline.statistics import calibration
-from pipeline.scorers.base import Scorer, ScoreContext, mean_normalised, per_unit_from_consumers
 from pipeline.pruning.surgery import UnitGroup
+from pipeline.scorers.base import ScoreContext, Scorer, mean_normalised, per_unit_from_consumers
+from pipeline.statistics import calibration
 
 
 class SnipScorer(Scorer):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.statistics.calibration import WEIGHT_GRADS
-from pipeline.scorers.base import Scorer, ScoreContext, per_unit_from_params
 from pipeline.pruning.surgery import UnitGroup
+from pipeline.scorers.base import ScoreContext, Scorer, per_unit_from_params
+from pipeline.statistics.calibration import WEIGHT_GRADS
 
 
 class TaylorScorer(Scorer):

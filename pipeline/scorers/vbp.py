@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.scorers.base import Scorer, ScoreContext, per_unit_from_consumers
 from pipeline.pruning.surgery import UnitGroup
+from pipeline.scorers.base import ScoreContext, Scorer, per_unit_from_consumers
 
 
 class VarianceScorer(Scorer):

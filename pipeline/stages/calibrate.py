@@ -5,13 +5,24 @@ from __future__ import annotations
 
 from safetensors.torch import save_file
 
-from pipeline.pruning.analysis import analyse
-from pipeline.statistics import calibration
 from pipeline.core.artifacts import write_json
 from pipeline.core.errors import ModelError
 from pipeline.core.log import info, progress
 from pipeline.data.loaders import accuracy, calibration_loader, eval_loader
+from pipeline.pruning.analysis import analyse
 from pipeline.stages.common import StageContext, data_spec, dense_model, example_input, scorer_class
+from pipeline.statistics import calibration
+
+
+def fingerprint_extras(cfg) -> dict:
+    """What the stage's output depends on besides its config keys: the weights, the data, the statistics."""
+    from pathlib import Path
+
+    from pipeline.core.artifacts import sha256_file
+    from pipeline.data.sources import fingerprint
+
+    return {"weights_sha256": sha256_file(Path(cfg.weights)) if cfg.weights else None, "data": fingerprint(cfg.data),
+            "needs": needs_of(cfg)}  # fmt: skip
 
 
 def needs_of(cfg) -> tuple[str, ...]:
@@ -27,11 +38,20 @@ def run(ctx: StageContext) -> None:
     model = dense_model(cfg)
     analysis = analyse(model, example_input(cfg), cfg.keep_layers)
     if not analysis.groups:
-        raise ModelError(f"nothing in {cfg.model} can be pruned: " + ("; ".join(analysis.notes) or "no conv or linear layer between stem and classifier"))
-    write_json(ctx.out / "groups.json", {
-        "stem": analysis.stem, "classifier": analysis.classifier, "notes": analysis.notes, "dropped": analysis.dropped,
-        "groups": [g.to_dict() for g in analysis.groups],
-    })
+        raise ModelError(
+            f"nothing in {cfg.model} can be pruned: "
+            + ("; ".join(analysis.notes) or "no conv or linear layer between stem and classifier")
+        )
+    write_json(
+        ctx.output("groups"),
+        {
+            "stem": analysis.stem,
+            "classifier": analysis.classifier,
+            "notes": analysis.notes,
+            "dropped": analysis.dropped,
+            "groups": [g.to_dict() for g in analysis.groups],
+        },
+    )
     for note in analysis.notes:
         info(f"calibrate: {note}")
     spec = data_spec(cfg)
@@ -42,8 +62,8 @@ def run(ctx: StageContext) -> None:
         loader = calibration_loader(spec, cfg.calib_samples, cfg.batch_size, cfg.seed, workers=cfg.workers)
         with progress(cfg.calib_samples, "calibrate", "img") as bar:
             stats = calibration.collect(model, loader, consumers, needs, progress=bar.update)
-    save_file({k: v.contiguous() for k, v in stats.items()}, str(ctx.out / "stats.safetensors"))
+    save_file({k: v.contiguous() for k, v in stats.items()}, str(ctx.output("stats")))
     dense_accuracy = accuracy(model, eval_loader(spec, cfg.eval_samples, cfg.batch_size, cfg.seed, cfg.workers))
-    write_json(ctx.out / "accuracy.json", {"dense": dense_accuracy})
+    write_json(ctx.output("accuracy"), {"dense": dense_accuracy})
     if dense_accuracy is not None:
         info(f"calibrate: dense accuracy {dense_accuracy:.4f}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.core.artifacts import read_json
+from pipeline.core.artifacts import read_json, read_manifest
 from pipeline.core.config import RunConfig
 from pipeline.core.errors import ArtifactError
 from pipeline.data.sources import DataSpec, num_classes
@@ -16,8 +16,8 @@ from pipeline.models.clone import clone_model
 from pipeline.models.specs import Preprocessing
 from pipeline.pruning.surgery import UnitGroup, apply_removal, drop_modules
 from pipeline.scorers.base import ScoreContext, ScorerOptions
-
-PLAN, MODEL_WEIGHTS = "plan.json", "model.safetensors"
+from pipeline.stages import artifact, stage
+from pipeline.training.distillation import TrainingOptions
 
 
 @dataclass
@@ -26,10 +26,18 @@ class StageContext:
     run_dir: Path
     out: Path  # the stage's (temporary) output directory
     target: str | None = None
-    notes: list[str] | None = None
+    name: str = ""  # the stage running
 
     def stage_dir(self, name: str) -> Path:
         return self.run_dir / name
+
+    def output(self, role: str) -> Path:
+        """Where this stage writes its output `role` (file names in pipeline.stages.STAGES)."""
+        return self.out / stage(self.name).outputs[role]
+
+    def input(self, name: str, role: str) -> Path:
+        """An upstream stage's output `role` (this stage's target for per-target stages)."""
+        return artifact(self.run_dir, name, role, self.target)
 
 
 def input_shape(cfg: RunConfig) -> tuple[int, int, int, int]:
@@ -65,6 +73,7 @@ def scoring_context(cfg: RunConfig, model: torch.nn.Module, groups: list[UnitGro
     """What a criterion reads, built the same way for the score stage and for re-scoring between
     iterative steps: the model, its groups and statistics, calibration batches, one example input,
     a freshly initialised copy on demand, and the run's options."""
+
     def fresh_model():
         """The same architecture, every layer re-initialised by its own default (seeded)."""
         torch.manual_seed(cfg.seed + 1)
@@ -74,10 +83,28 @@ def scoring_context(cfg: RunConfig, model: torch.nn.Module, groups: list[UnitGro
                 module.reset_parameters()
         return fresh.eval()
 
-    options = ScorerOptions(snip_at_init=cfg.snip_at_init, compensate=cfg.compensate, max_acc_drop=cfg.max_acc_drop,
-                            max_unit_ratio=cfg.max_unit_ratio, bn_recalibration=cfg.bn_recalibration)
-    return ScoreContext(model=model, groups=groups, stats=stats, seed=cfg.seed, options=options, batches=batches,
-                        fresh_model=fresh_model, example=example_input(cfg))
+    options = ScorerOptions(
+        snip_at_init=cfg.snip_at_init,
+        compensate=cfg.compensate,
+        max_acc_drop=cfg.max_acc_drop,
+        max_unit_ratio=cfg.max_unit_ratio,
+        bn_recalibration=cfg.bn_recalibration,
+    )
+    return ScoreContext(
+        model=model,
+        groups=groups,
+        stats=stats,
+        seed=cfg.seed,
+        options=options,
+        batches=batches,
+        fresh_model=fresh_model,
+        example=example_input(cfg),
+    )
+
+
+def training_options(cfg: RunConfig) -> TrainingOptions:
+    return TrainingOptions(epochs=cfg.distill_epochs, optimizer=cfg.distill_optimizer, lr=cfg.distill_lr,
+                           temperature=cfg.distill_temperature, alpha=cfg.distill_alpha, regularise=cfg.regularize)  # fmt: skip
 
 
 def ranking_of(cfg: RunConfig, groups: list[UnitGroup]) -> str:
@@ -85,18 +112,21 @@ def ranking_of(cfg: RunConfig, groups: list[UnitGroup]) -> str:
 
 
 def load_groups(run_dir: Path) -> list[UnitGroup]:
-    return [UnitGroup.from_dict(g) for g in read_json(run_dir / "calibrate" / "groups.json")["groups"]]
+    return [UnitGroup.from_dict(g) for g in read_json(artifact(run_dir, "calibrate", "groups"))["groups"]]
 
 
-def pruned_model(cfg: RunConfig, model_dir: Path, plan_dir: Path, dense: torch.nn.Module | None = None) -> torch.nn.Module:
-    """Replay plan.json onto a fresh dense model (or the one given), then load the pruned weights."""
+def pruned_model(
+    cfg: RunConfig, run_dir: Path, dense: torch.nn.Module | None = None, source: str | None = None
+) -> torch.nn.Module:
+    """The model of stage `source` (default: the one to deploy, distilled when distillation ran, else
+    pruned): plan.json replayed onto a fresh dense model (or the one given), then its weights loaded."""
     from safetensors.torch import load_file
 
-    weights = model_dir / MODEL_WEIGHTS
+    weights = artifact(run_dir, source or final_model_stage(run_dir), "weights")
     if not weights.is_file():
         raise ArtifactError(f"{weights} is missing; re-run the stage that writes it")
     model = dense if dense is not None else dense_model(cfg)
-    replay_plan(model, read_json(plan_dir / PLAN), example_input(cfg))
+    replay_plan(model, read_json(artifact(run_dir, "prune", "plan")), example_input(cfg))
     load_weights(model, load_file(str(weights)), strict=True)
     return model.eval()
 
@@ -117,7 +147,6 @@ def replay_plan(model: torch.nn.Module, plan: dict, example: torch.Tensor) -> No
         apply_removal(model, example, groups, {g["name"]: g["removed"] for g in plan["groups"]})
 
 
-def final_model_dir(run_dir: Path) -> Path:
-    """Where the model to deploy lives: distill/ when distillation ran, else prune/."""
-    distilled = run_dir / "distill"
-    return distilled if (distilled / "manifest.json").is_file() else run_dir / "prune"
+def final_model_stage(run_dir: Path) -> str:
+    """Where the model to deploy lives: distill when distillation ran, else prune."""
+    return "distill" if read_manifest(stage("distill").directory(run_dir)) is not None else "prune"

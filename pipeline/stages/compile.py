@@ -15,7 +15,7 @@ def source_onnx(ctx: StageContext, target, variant: str):
     """The exported graph this target compiles: fp32 ONNX, or the Q/DQ flavour its INT8 kernels want."""
     if ctx.cfg.precision == "int8":
         return int8_path(ctx.stage_dir("export"), variant, target.int8_activations)
-    return ctx.stage_dir("export") / f"{variant}.onnx"
+    return ctx.input("export", variant)
 
 
 def run(ctx: StageContext) -> None:
@@ -38,5 +38,5 @@ def run(ctx: StageContext) -> None:
         out = ctx.out / variant
         out.mkdir()
         facts[variant] = target.compile(source_onnx(ctx, target, variant), out, cfg.precision, batches)
-    write_json(ctx.out / "target.json", {"target": ctx.target, **facts["pruned"], "dense": facts["dense"], "readiness": readiness})
+    write_json(ctx.output("facts"), {"target": ctx.target, **facts["pruned"], "dense": facts["dense"], "readiness": readiness})
     info(f"compile: {ctx.target} ({facts['pruned'].get('runtime')} {facts['pruned'].get('version')})")

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from pipeline.core.log import info, progress
 from pipeline.data.loaders import accuracy, eval_loader, train_loader
-from pipeline.stages.common import MODEL_WEIGHTS, StageContext, data_spec, dense_model, pruned_model
+from pipeline.stages.common import StageContext, data_spec, dense_model, pruned_model, training_options
 from pipeline.training.distillation import finetune
 
 
@@ -18,7 +18,7 @@ def run(ctx: StageContext) -> None:
     cfg = ctx.cfg
     torch.manual_seed(cfg.seed)
     teacher = dense_model(cfg).eval()
-    student = pruned_model(cfg, ctx.stage_dir("prune"), ctx.stage_dir("prune"))
+    student = pruned_model(cfg, ctx.run_dir, source="prune")
     spec = data_spec(cfg)
     loader = train_loader(spec, cfg.distill_samples, cfg.batch_size, cfg.seed, cfg.workers)
     evaluation = eval_loader(spec, cfg.eval_samples, cfg.batch_size, cfg.seed, cfg.workers)
@@ -32,10 +32,9 @@ def run(ctx: StageContext) -> None:
         info(f"distill: epoch {epoch}/{cfg.distill_epochs} loss {loss:.4f}{shown}")
 
     with bar:
-        finetune(student, teacher, loader, cfg.distill_epochs, cfg.distill_optimizer, cfg.distill_lr, cfg.distill_temperature,
-                 cfg.distill_alpha, cfg.regularize, on_batch=lambda: bar.update(1), on_epoch=on_epoch)
-    with open(ctx.out / "history.csv", "w", newline="") as handle:
+        finetune(student, teacher, loader, training_options(cfg), on_batch=lambda: bar.update(1), on_epoch=on_epoch)
+    with open(ctx.output("history"), "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["epoch", "loss", "accuracy"])
         writer.writeheader()
         writer.writerows(history)
-    save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(ctx.out / MODEL_WEIGHTS))
+    save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(ctx.output("weights")))

@@ -13,7 +13,15 @@ from pipeline.core.artifacts import write_json
 from pipeline.core.errors import PipelineError
 from pipeline.core.log import info
 from pipeline.data.loaders import calibration_loader
-from pipeline.stages.common import StageContext, data_spec, dense_model, example_input, final_model_dir, input_shape, pruned_model
+from pipeline.stages.common import (
+    StageContext,
+    data_spec,
+    dense_model,
+    example_input,
+    final_model_stage,
+    input_shape,
+    pruned_model,
+)
 
 PARITY_SAMPLES = 16
 
@@ -28,18 +36,24 @@ def check_shrunk(dense_path, pruned_path, pruned: torch.nn.Module) -> dict:
     expected_channels = sum(m.out_channels for m in pruned.modules() if isinstance(m, torch.nn.Conv2d))
     found_channels = onnx_export.conv_output_channels(pruned_path)
     if expected_channels and found_channels != expected_channels:
-        raise PipelineError(f"pruned.onnx has {found_channels} conv output channels, the pruned model {expected_channels}: the export did not keep the removal")
-    return {"dense_weight_elements": dense_weights, "pruned_weight_elements": pruned_weights,
-            "pruned_conv_channels": found_channels, "weights_ratio": dense_weights / max(pruned_weights, 1)}
+        raise PipelineError(
+            f"pruned.onnx has {found_channels} conv output channels, the pruned model {expected_channels}: the export did not keep the removal"
+        )
+    return {
+        "dense_weight_elements": dense_weights,
+        "pruned_weight_elements": pruned_weights,
+        "pruned_conv_channels": found_channels,
+        "weights_ratio": dense_weights / max(pruned_weights, 1),
+    }
 
 
 def run(ctx: StageContext) -> None:
     cfg = ctx.cfg
     example = example_input(cfg)
     dense = dense_model(cfg)
-    source = final_model_dir(ctx.run_dir)
-    pruned = pruned_model(cfg, source, ctx.stage_dir("prune"))
-    dense_path, pruned_path = ctx.out / "dense.onnx", ctx.out / "pruned.onnx"
+    source = final_model_stage(ctx.run_dir)
+    pruned = pruned_model(cfg, ctx.run_dir, source=source)
+    dense_path, pruned_path = ctx.output("dense"), ctx.output("pruned")
     onnx_export.export(dense, example, dense_path)
     onnx_export.export(pruned, example, pruned_path)
     shrink = check_shrunk(dense_path, pruned_path, pruned)
@@ -52,12 +66,12 @@ def run(ctx: StageContext) -> None:
             raise PipelineError(f"{name}.onnx differs from PyTorch by {result['max_abs']:.2e} (max abs): the export is wrong")
     if cfg.precision == "int8":
         parity["int8"] = quantize_both(cfg, ctx.out, {"dense": dense, "pruned": pruned}, inputs)
-    write_json(ctx.out / "parity.json", {**parity, "shrink": shrink, "source": source.name})
+    write_json(ctx.output("parity"), {**parity, "shrink": shrink, "source": source})
     # Reference outputs at the profiled batch size, for each target's own parity check.
     batch = input_shape(cfg)[0]
     feed = reference_inputs(cfg, batch) if batch <= 256 else example.repeat(batch, 1, 1, 1)
     with torch.no_grad():
-        np.savez(ctx.out / "reference.npz", input=feed.numpy(), dense=dense(feed).numpy(), pruned=pruned(feed).numpy())
+        np.savez(ctx.output("reference"), input=feed.numpy(), dense=dense(feed).numpy(), pruned=pruned(feed).numpy())
     info(f"export: weights {shrink['weights_ratio']:.2f}x smaller, parity max abs {parity['pruned']['max_abs']:.1e}")
 
 
@@ -77,11 +91,20 @@ def quantize_both(cfg, out, models: dict, inputs: torch.Tensor) -> dict:
         for variant, model in models.items():
             path = int8_path(out, variant, flavour)
             facts = to_qdq(out / f"{variant}.onnx", path, calibration, flavour)
-            result.setdefault(flavour, {})[variant] = {**facts, **onnx_export.parity(model, path, inputs),
-                                                       "accuracy": onnx_accuracy(cfg, path)}
+            result.setdefault(flavour, {})[variant] = {
+                **facts,
+                **onnx_export.parity(model, path, inputs),
+                "accuracy": onnx_accuracy(cfg, path),
+            }
         pruned = result[flavour]["pruned"]
-        info(f"export: int8 ({flavour}) Q/DQ top-1 agreement with fp32 PyTorch {pruned['top1_agreement']:.2f}"
-             + (f", accuracy dense {result[flavour]['dense']['accuracy']:.4f} pruned {pruned['accuracy']:.4f}" if pruned["accuracy"] is not None else ""))
+        info(
+            f"export: int8 ({flavour}) Q/DQ top-1 agreement with fp32 PyTorch {pruned['top1_agreement']:.2f}"
+            + (
+                f", accuracy dense {result[flavour]['dense']['accuracy']:.4f} pruned {pruned['accuracy']:.4f}"
+                if pruned["accuracy"] is not None
+                else ""
+            )
+        )
     return result
 
 

@@ -41,11 +41,16 @@ def parity(sessions: dict, reference, precision: str, target: str) -> dict:
         result[f"{variant}_top1_agreement"] = float((output.argmax(1) == expected.argmax(1)).mean())
     scale = max(1.0, float(np.abs(reference["pruned"]).max()))
     tolerance = PARITY_TOLERANCE[precision]
-    result["ok"] = (result["pruned_max_abs"] <= tolerance * scale) if tolerance is not None else \
-        min(result["dense_top1_agreement"], result["pruned_top1_agreement"]) >= MIN_TOP1_AGREEMENT
+    result["ok"] = (
+        (result["pruned_max_abs"] <= tolerance * scale)
+        if tolerance is not None
+        else min(result["dense_top1_agreement"], result["pruned_top1_agreement"]) >= MIN_TOP1_AGREEMENT
+    )
     if precision == "fp32" and not result["ok"]:
-        raise PipelineError(f"{target} gives outputs {result['pruned_max_abs']:.2e} (max abs) away from PyTorch in fp32: "
-                            f"the compiled model is wrong")
+        raise PipelineError(
+            f"{target} gives outputs {result['pruned_max_abs']:.2e} (max abs) away from PyTorch in fp32: "
+            f"the compiled model is wrong"
+        )
     return result
 
 
@@ -56,7 +61,7 @@ def run(ctx: StageContext) -> None:
     threads = cfg.threads or default_threads()
     shape = input_shape(cfg)
     batches = [shape[0]] + [b for b in cfg.batch_sizes if b != shape[0]]
-    reference = np.load(ctx.stage_dir("export") / "reference.npz")
+    reference = np.load(ctx.input("export", "reference"))
     result = {"target": ctx.target, "threads": threads, "precision": cfg.precision, "cpu": cpu_name(), "batches": {}}
     for batch in batches:
         feed_shape = (batch, *shape[1:])
@@ -66,16 +71,22 @@ def run(ctx: StageContext) -> None:
         feed = np.random.default_rng(cfg.seed).standard_normal(feed_shape).astype(np.float32)
         times = target.profile({v: compiled / v for v in sessions}, feed_shape, cfg.profile_seconds, cfg.profile_trials)
         if times is None:  # sessions timed here: device clocks where the session has one
-            runs = {v: s.timed(feed) if hasattr(s, "timed") else (lambda s=s: s.run(feed)) for v, s in sessions.items()}
+            runs = {
+                v: s.timed(feed) if hasattr(s, "timed") else (lambda s=s, feed=feed: s.run(feed)) for v, s in sessions.items()
+            }
             with progress(cfg.profile_trials, f"profile {ctx.target} batch {batch}", "trial") as bar:
                 times = timing.interleaved(runs, cfg.profile_seconds, cfg.profile_trials, progress=lambda: bar.update(1))
         speedup, interval = stats.speedup_with_ci(times["dense"], times["pruned"], seed=cfg.seed)
         result["batches"][str(batch)] = {
-            "dense_ms": stats.summary_ms(times["dense"]), "pruned_ms": stats.summary_ms(times["pruned"]),
-            "speedup": speedup, "speedup_ci": list(interval),
+            "dense_ms": stats.summary_ms(times["dense"]),
+            "pruned_ms": stats.summary_ms(times["pruned"]),
+            "speedup": speedup,
+            "speedup_ci": list(interval),
         }
-        info(f"profile: {ctx.target} batch {batch}: {result['batches'][str(batch)]['dense_ms']['p50']:.2f} ms -> "
-             f"{result['batches'][str(batch)]['pruned_ms']['p50']:.2f} ms, speedup {speedup:.2f}x [{interval[0]:.2f}, {interval[1]:.2f}]")
+        info(
+            f"profile: {ctx.target} batch {batch}: {result['batches'][str(batch)]['dense_ms']['p50']:.2f} ms -> "
+            f"{result['batches'][str(batch)]['pruned_ms']['p50']:.2f} ms, speedup {speedup:.2f}x [{interval[0]:.2f}, {interval[1]:.2f}]"
+        )
         del sessions
     result["runtime_notes"] = target.layer_reasons(compiled / "pruned")
-    write_json(ctx.out / "latency.json", result)
+    write_json(ctx.output("latency"), result)

@@ -5,17 +5,19 @@ BatchNorm statistics, and save plan.json + model.safetensors (replayable, no pic
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from exporters import TARGETS
-from pipeline.pruning import budget, compensation, macs, surgery
-from pipeline.training import iterative
 from pipeline.core.artifacts import read_json, write_json
 from pipeline.core.log import info, progress
 from pipeline.data.loaders import accuracy, calibration_loader, eval_loader
-from pipeline.stages.common import (PLAN, MODEL_WEIGHTS, StageContext, data_spec, dense_model,
-                                    example_input, input_shape, load_groups, ranking_of)
+from pipeline.pruning import budget, compensation, macs, surgery
+from pipeline.pruning.surgery import UnitGroup
+from pipeline.stages.common import StageContext, data_spec, dense_model, example_input, input_shape, load_groups, ranking_of
+from pipeline.training import iterative
 
 
 def channel_block(targets: tuple[str, ...], precision: str) -> int:
@@ -26,92 +28,151 @@ def channel_block(targets: tuple[str, ...], precision: str) -> int:
     return block
 
 
+@dataclass
+class Choice:
+    """How many units each group keeps and which ones go."""
+
+    kept: dict[str, int]
+    removal: dict[str, list[int]]
+    knob: float | None  # the budget search's ratio (what --macs-reduction was met with)
+    ranking: str
+    round_to: int
+    own: dict | None  # the criterion's own per-group counts (budget.json), where they apply
+    notes: list[str] = field(default_factory=list)
+
+
 def run(ctx: StageContext) -> None:
     cfg = ctx.cfg
-    analysis = read_json(ctx.stage_dir("calibrate") / "groups.json")
+    analysis = read_json(ctx.input("calibrate", "groups"))
     model = dense_model(cfg)
     surgery.drop_modules(model, analysis.get("dropped", []))  # training-only heads the forward never reaches
-    example = example_input(cfg)
-    groups = load_groups(ctx.run_dir)
-    scores = load_file(str(ctx.stage_dir("score") / "scores.safetensors"))
-    stats = load_file(str(ctx.stage_dir("calibrate") / "stats.safetensors"))
-    round_to = cfg.round_to or channel_block(cfg.targets, cfg.precision)
-    ranking, method = ranking_of(cfg, groups), cfg.compensate
+    example, groups = example_input(cfg), load_groups(ctx.run_dir)
+    scores = load_file(str(ctx.input("score", "scores")))
     estimator = macs.MacsEstimator(model, example, groups)
-    own_path = ctx.stage_dir("score") / "budget.json"
-    # the criterion chose per-group counts; an explicit --ranking spreads the budget by its scores instead
-    own = read_json(own_path) if own_path.is_file() and cfg.ranking == "auto" else None
-    ratio = (cfg.ratio if own else cfg.effective_ratio) if cfg.macs_reduction is None else None
+    choice = choose(ctx, groups, scores, estimator)
+    calibration = lambda: calibration_loader(data_spec(cfg), cfg.calib_samples, cfg.batch_size, cfg.seed, workers=cfg.workers)  # noqa: E731
+    steps, added_biases = None, []
+    if cfg.iterative:
+        schedule = _iterative(ctx, model, example, groups, scores, choice.kept, calibration)
+        pruned, steps = schedule.model, schedule.steps
+        choice.notes += schedule.notes
+        write_json(ctx.output("iterations"), schedule.history)
+        choice.kept = _kept_after(groups, steps)
+    else:
+        pruned, added_biases = _one_shot(ctx, model, example, groups, choice, calibration)
+    plan = _plan(ctx, analysis, groups, choice, steps, added_biases)
+    write_json(ctx.output("plan"), plan)
+    save_file({k: v.contiguous() for k, v in pruned.state_dict().items()}, str(ctx.output("weights")))
+    metrics = _metrics(ctx, model, pruned, example, plan, choice, estimator)
+    write_json(ctx.output("metrics"), metrics)
+    one_shot = metrics["pruned"]["accuracy_one_shot"]
+    info(
+        f"prune: MACs {metrics['dense']['macs'] / 1e6:.1f}M -> {metrics['pruned']['macs'] / 1e6:.1f}M "
+        f"({metrics['macs_ratio']:.2f}x), {plan['units_removed']:.1%} of the units, {choice.ranking} ranking, "
+        f"compensation {cfg.compensate}, channels rounded to {choice.round_to}"
+        + (f", one-shot accuracy {one_shot:.4f}" if one_shot is not None else "")
+    )
+
+
+def choose(ctx: StageContext, groups: list[UnitGroup], scores: dict, estimator: macs.MacsEstimator) -> Choice:
+    """Kept counts from the resolved budget (pipeline.preflight), then the lowest-scored units of each group."""
+    cfg = ctx.cfg
+    round_to = cfg.round_to or channel_block(cfg.targets, cfg.precision)
+    own = read_json(ctx.input("score", "budget")) if cfg.budget in ("own", "own-scaled") else None
+    ranking = ranking_of(cfg, groups)
+    ratio = cfg.ratio if cfg.macs_reduction is None else None
     knob, kept, round_to, notes = budget.plan_budget(
         groups, scores, estimator, ratio, cfg.macs_reduction, round_to, cfg.round_to is None, cfg.max_unit_ratio, ranking,
-        own["kept"] if own else None)
+        own["kept"] if own else None,
+    )  # fmt: skip
     if own:
-        ranking = "own, scaled" if ratio is not None or cfg.macs_reduction else "own"  # the criterion's per-layer counts
+        ranking = "own, scaled" if cfg.budget == "own-scaled" else "own"  # the criterion's per-layer counts
     for note in notes:
         info(f"prune: {note}")
     removal = {g.name: budget.lowest(scores[g.name], kept[g.name]) for g in groups if g.name in scores}
-    spec = data_spec(cfg)
-    calibration = lambda: calibration_loader(spec, cfg.calib_samples, cfg.batch_size, cfg.seed, workers=cfg.workers)  # noqa: E731
-    added_biases, steps = [], None
-    if cfg.iterative:
-        schedule = _iterative(cfg, ctx, model, example, groups, scores, kept, calibration)
-        pruned, steps = schedule.model, schedule.steps
-        notes += schedule.notes
-        write_json(ctx.out / "iterations.json", schedule.history)
-        kept = {g.name: g.size for g in groups}
-        for step in steps:
-            for name, units in step["removal"].items():
-                kept[name] -= len(units)
-    else:
-        pruned = surgery.clone_model(model)
-        added_biases = compensation.fold_means(pruned, groups, removal, stats) if method == "mean" else []
-        surgery.apply_removal(pruned, example, groups, removal)
-        if method == "lstsq":
-            with progress(len(compensation.refit_order(pruned, groups, removal, example)), "least-squares re-fit", "layer") as bar:
-                compensation.refit_least_squares(model, pruned, groups, removal, calibration(), example, cfg.lstsq_ridge, bar.update)
-        if cfg.bn_recalibration and method != "lstsq":
-            surgery.recalibrate_batchnorm(pruned, calibration())
-        elif cfg.bn_recalibration:
-            # the re-fit restores each layer's dense output, so the dense BatchNorm statistics hold;
-            # re-estimating them on the calibration images measurably undoes part of the re-fit
-            notes.append("lstsq: BatchNorm statistics kept from the dense model (the re-fit restores the outputs they describe)")
+    return Choice(kept, removal, knob, ranking, round_to, own, notes)
+
+
+def _one_shot(ctx: StageContext, model, example, groups, choice: Choice, calibration) -> tuple[torch.nn.Module, list[str]]:
+    """The pruned copy: compensation folded or re-fitted, units removed, BatchNorm re-estimated."""
+    cfg, method = ctx.cfg, ctx.cfg.compensate
+    pruned = surgery.clone_model(model)
+    added_biases = []
+    if method == "mean":
+        stats = load_file(str(ctx.input("calibrate", "stats")))
+        added_biases = compensation.fold_means(pruned, groups, choice.removal, stats)
+    surgery.apply_removal(pruned, example, groups, choice.removal)
+    if method == "lstsq":
+        layers = len(compensation.refit_order(pruned, groups, choice.removal, example))
+        with progress(layers, "least-squares re-fit", "layer") as bar:
+            compensation.refit_least_squares(
+                model, pruned, groups, choice.removal, calibration(), example, cfg.lstsq_ridge, bar.update
+            )
+    if cfg.bn_recalibration and method != "lstsq":
+        surgery.recalibrate_batchnorm(pruned, calibration())
+    elif cfg.bn_recalibration:
+        # the re-fit restores each layer's dense output, so the dense BatchNorm statistics hold;
+        # re-estimating them on the calibration images measurably undoes part of the re-fit
+        choice.notes.append(
+            "lstsq: BatchNorm statistics kept from the dense model (the re-fit restores the outputs they describe)"
+        )
+    return pruned, added_biases
+
+
+def _kept_after(groups: list[UnitGroup], steps: list[dict]) -> dict[str, int]:
+    kept = {g.name: g.size for g in groups}
+    for step in steps:
+        for name, units in step["removal"].items():
+            kept[name] -= len(units)
+    return kept
+
+
+def _plan(ctx: StageContext, analysis: dict, groups: list[UnitGroup], choice: Choice, steps, added_biases) -> dict:
+    """plan.json: what was removed, replayable onto a fresh dense model (pipeline.stages.common.replay_plan)."""
+    cfg = ctx.cfg
+    entries = [
+        {**g.to_dict(), "removed": choice.removal.get(g.name, []) if steps is None else None,
+         "kept": choice.kept.get(g.name, g.size) if steps is not None else g.size - len(choice.removal.get(g.name, []))}
+        for g in groups
+    ]  # fmt: skip
+    total = sum(g.size for g in groups)
+    return {
+        "model": cfg.model, "weights": cfg.weights, "input_shape": list(input_shape(cfg)), "scorer": cfg.scorer,
+        # the fraction of all prunable units removed; the budget as asked for and the search's own knob
+        "units_removed": sum(e["size"] - e["kept"] for e in entries) / max(total, 1),
+        "budget": {"mode": cfg.budget, "ratio": cfg.ratio, "macs_reduction": cfg.macs_reduction, "search_ratio": choice.knob},
+        "ranking": choice.ranking, "compensation": cfg.compensate, "bn_recalibration": cfg.bn_recalibration,
+        "round_to": choice.round_to, "added_biases": added_biases, "dropped_modules": analysis.get("dropped", []),
+        "notes": analysis["notes"] + read_json(ctx.input("score", "notes")) + choice.notes,
+        "groups": entries, **({"steps": steps} if steps is not None else {}),
+    }  # fmt: skip
+
+
+def _metrics(ctx: StageContext, model, pruned, example, plan: dict, choice: Choice, estimator) -> dict:
+    cfg = ctx.cfg
     dense_macs, dense_params = macs.count(model, example)
     pruned_macs, pruned_params = macs.count(pruned, example)
-    one_shot = accuracy(pruned, eval_loader(spec, cfg.eval_samples, cfg.batch_size, cfg.seed, cfg.workers))
-    scorer_notes = read_json(ctx.stage_dir("score") / "notes.json")
-    write_json(ctx.out / PLAN, {
-        "model": cfg.model, "weights": cfg.weights, "input_shape": list(input_shape(cfg)), "scorer": cfg.scorer,
-        "ratio": knob, "ranking": ranking, "compensation": method, "bn_recalibration": cfg.bn_recalibration,
-        "macs_reduction_target": cfg.macs_reduction, "round_to": round_to, "added_biases": added_biases,
-        "dropped_modules": analysis.get("dropped", []),
-        "notes": analysis["notes"] + scorer_notes + notes,
-        "groups": [{**g.to_dict(), "removed": removal.get(g.name, []) if steps is None else None,
-                    "kept": kept.get(g.name, g.size) if steps is not None else g.size - len(removal.get(g.name, []))} for g in groups],
-        **({"steps": steps} if steps is not None else {}),
-    })
-    save_file({k: v.contiguous() for k, v in pruned.state_dict().items()}, str(ctx.out / MODEL_WEIGHTS))
+    one_shot = accuracy(pruned, eval_loader(data_spec(cfg), cfg.eval_samples, cfg.batch_size, cfg.seed, cfg.workers))
     metrics = {
         "dense": {"macs": dense_macs, "params": dense_params},
         "pruned": {"macs": pruned_macs, "params": pruned_params, "accuracy_one_shot": one_shot},
-        "macs_ratio": dense_macs / max(pruned_macs, 1), "ratio": knob, "round_to": round_to,
-    }
-    if own:  # what the criterion's own counts give, besides what was applied
+        "macs_ratio": dense_macs / max(pruned_macs, 1), "units_removed": plan["units_removed"], "round_to": choice.round_to,
+    }  # fmt: skip
+    if choice.own:  # what the criterion's own counts give, besides what was applied
+        own = choice.own
         metrics["own_budget"] = {"kept": own["kept"], "details": own.get("details", {}),
-                                 "macs_ratio": estimator.dense / max(estimator.estimate(own["kept"]), 1)}
-    write_json(ctx.out / "metrics.json", metrics)
-    message = (f"prune: MACs {dense_macs / 1e6:.1f}M -> {pruned_macs / 1e6:.1f}M ({metrics['macs_ratio']:.2f}x), "
-               f"{ranking} ranking, compensation {method}, channels rounded to {round_to}")
-    info(message + (f", one-shot accuracy {one_shot:.4f}" if one_shot is not None else ""))
+                                 "macs_ratio": estimator.dense / max(estimator.estimate(own["kept"]), 1)}  # fmt: skip
+    return metrics
 
 
-def _iterative(cfg, ctx, model, example, groups, scores, kept, calibration):
+def _iterative(ctx: StageContext, model, example, groups, scores, kept, calibration):
     """Class-Aware Pruning's schedule towards the same final kept counts (pipeline.training.iterative)."""
-    from pipeline.statistics import calibration as collectors
     from pipeline.data.loaders import train_loader
-    from pipeline.stages.common import scorer_class, scoring_context
+    from pipeline.stages.common import scorer_class, scoring_context, training_options
+    from pipeline.statistics import calibration as collectors
     from pipeline.training.distillation import finetune
 
-    spec = data_spec(cfg)
+    cfg, spec = ctx.cfg, data_spec(ctx.cfg)
     scorer = scorer_class(cfg)()
     evaluation = eval_loader(spec, cfg.eval_samples, cfg.batch_size, cfg.seed, cfg.workers)
     training = train_loader(spec, cfg.distill_samples, cfg.batch_size, cfg.seed, cfg.workers)
@@ -121,14 +182,16 @@ def _iterative(cfg, ctx, model, example, groups, scores, kept, calibration):
         stats = collectors.collect(current, calibration(), consumers, scorer.needs) if scorer.needs else {}
         return scorer.score(scoring_context(cfg, current, current_groups, stats, calibration))
 
-    def tune(student):
-        finetune(student, model, training, cfg.distill_epochs, cfg.distill_optimizer, cfg.distill_lr,
-                 cfg.distill_temperature, cfg.distill_alpha, cfg.regularize)
+    def recalibrate(candidate):
+        if cfg.bn_recalibration:
+            surgery.recalibrate_batchnorm(candidate, calibration())
 
-    dense_accuracy = read_json(ctx.stage_dir("calibrate") / "accuracy.json")["dense"]
-    recalibrate = (lambda m: surgery.recalibrate_batchnorm(m, calibration())) if cfg.bn_recalibration else (lambda m: None)
-    schedule = iterative.run(model, example, groups, scores, kept, rescore, recalibrate, tune,
-                             lambda m: accuracy(m, evaluation), dense_accuracy, cfg.max_acc_drop, cfg.keep_layers)
+    schedule = iterative.run(
+        model, example=example, groups=groups, first_scores=scores, target_kept=kept, rescore=rescore,
+        recalibrate=recalibrate, finetune=lambda student: finetune(student, model, training, training_options(cfg)),
+        evaluate=lambda m: accuracy(m, evaluation), dense_accuracy=read_json(ctx.input("calibrate", "accuracy"))["dense"],
+        max_acc_drop=cfg.max_acc_drop, keep_patterns=cfg.keep_layers,
+    )  # fmt: skip
     for entry in schedule.history:
         shown = f", accuracy {entry['accuracy']:.4f}" if entry["accuracy"] is not None else ""
         info(f"prune: iterative step {entry['step']} removed {entry['removed']} units{shown}")

@@ -10,33 +10,41 @@ from safetensors.torch import load_file, save_file
 from pipeline.core.artifacts import write_json
 from pipeline.core.log import info
 from pipeline.data.loaders import calibration_loader
-from pipeline.stages.common import (StageContext, data_spec, dense_model, load_groups, scoring_context,
-                                    scorer_class)
+from pipeline.stages.common import StageContext, data_spec, dense_model, load_groups, scorer_class, scoring_context
 
 
 def run(ctx: StageContext) -> None:
     cfg = ctx.cfg
     model = dense_model(cfg)
     groups = load_groups(ctx.run_dir)
-    stats = load_file(str(ctx.stage_dir("calibrate") / "stats.safetensors"))
+    stats = load_file(str(ctx.input("calibrate", "stats")))
 
     batches = lambda: calibration_loader(data_spec(cfg), cfg.calib_samples, cfg.batch_size, cfg.seed, workers=cfg.workers)  # noqa: E731
     score_ctx = scoring_context(cfg, model, groups, stats, batches)
     scores = scorer_class(cfg)().score(score_ctx)
     for group in groups:
         if group.name in scores and scores[group.name].shape != (group.size,):
-            raise RuntimeError(f"scorer {cfg.scorer} gave {tuple(scores[group.name].shape)} scores for {group.name}, expected ({group.size},)")
+            raise RuntimeError(
+                f"scorer {cfg.scorer} gave {tuple(scores[group.name].shape)} scores for {group.name}, expected ({group.size},)"
+            )
     unscored = [g.name for g in groups if g.name not in scores]
     if unscored:
-        score_ctx.notes.append(f"{cfg.scorer}: {len(unscored)} group(s) outside the criterion's scope kept whole ({', '.join(unscored[:3])}{', ...' if len(unscored) > 3 else ''})")
-    save_file({name: v.contiguous() for name, v in scores.items()}, str(ctx.out / "scores.safetensors"))
-    write_scores_csv(ctx.out / "scores.csv", groups, scores, score_ctx.evidence)
+        score_ctx.notes.append(
+            f"{cfg.scorer}: {len(unscored)} group(s) outside the criterion's scope kept whole ({', '.join(unscored[:3])}{', ...' if len(unscored) > 3 else ''})"
+        )
+    save_file({name: v.contiguous() for name, v in scores.items()}, str(ctx.output("scores")))
+    write_scores_csv(ctx.output("table"), groups, scores, score_ctx.evidence)
     if score_ctx.budget:  # the criterion chose how many units each group keeps
-        write_json(ctx.out / "budget.json", {
-            "kept": score_ctx.budget, "sizes": {g.name: g.size for g in groups if g.name in score_ctx.budget},
-            "details": score_ctx.budget_details})
+        write_json(
+            ctx.output("budget"),
+            {
+                "kept": score_ctx.budget,
+                "sizes": {g.name: g.size for g in groups if g.name in score_ctx.budget},
+                "details": score_ctx.budget_details,
+            },
+        )
     notes = sorted(set(score_ctx.notes))
-    write_json(ctx.out / "notes.json", notes)
+    write_json(ctx.output("notes"), notes)
     for note in notes[:5]:
         info(f"score: {note}")
 

@@ -213,10 +213,13 @@ def collect(model: nn.Module, batches, consumers: list[str], needs: tuple[str, .
             for collector in collectors:
                 collector.on_input(name, x, current_labels[0])
             if input_grads and x.requires_grad:
+
                 def on_grad(grad, x=x):
                     for collector in collectors:
                         collector.on_input_grad(name, x, grad)
+
                 x.register_hook(on_grad)
+
         return hook
 
     for name in consumers:

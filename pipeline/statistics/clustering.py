@@ -63,8 +63,9 @@ def kmedoids(distances: torch.Tensor, k: int, seed: int = 0, max_swaps: int = 20
         # points owned by i go to min(d2, D[o]); the others to min(d1, D[o])
         base = torch.where(owner[None, :] == torch.arange(k)[:, None], d2[None, :], d1[None, :])  # (k, n)
         step = max(1, 4_000_000 // (n * n))  # medoids per chunk: bounds the (chunk, n, n) temporary
-        change = torch.cat([(torch.minimum(base[s:s + step, None, :], distances[None]) - d1).sum(-1)
-                            for s in range(0, k, step)])  # (k, n)
+        change = torch.cat(
+            [(torch.minimum(base[s : s + step, None, :], distances[None]) - d1).sum(-1) for s in range(0, k, step)]
+        )  # (k, n)
         change[:, chosen] = math.inf
         best = int(change.argmin())
         i, o = divmod(best, n)

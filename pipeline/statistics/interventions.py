@@ -64,8 +64,10 @@ class Prefix:
 
     def _compute(self, inputs: torch.Tensor) -> dict[str, object]:
         outputs: dict[str, object] = {}
-        handles = [self.model.get_submodule(n).register_forward_hook(lambda m, a, o, n=n: outputs.__setitem__(n, o))
-                   for n in self.modules]
+        handles = [
+            self.model.get_submodule(n).register_forward_hook(lambda m, a, o, n=n: outputs.__setitem__(n, o))
+            for n in self.modules
+        ]
 
         def stop(module, args):
             raise _Stop
@@ -132,8 +134,9 @@ class Intervener:
         masked = set(intervened) | {g for g, units in self.removed.items() if units}
         return Prefix(self.model, inputs, self.consumers(masked))
 
-    def logits(self, prefix: Prefix, group: str | None = None, units: list[int] | None = None,
-               rows: slice | None = None) -> torch.Tensor:
+    def logits(
+        self, prefix: Prefix, group: str | None = None, units: list[int] | None = None, rows: slice | None = None
+    ) -> torch.Tensor:
         """Logits of the prefix's samples (or `rows` of them); with `units`, once per unit, block j
         with `units[j]` of `group` masked: shape (len(units) * samples, classes)."""
         inputs = prefix.inputs[rows] if rows is not None else prefix.inputs
@@ -175,6 +178,7 @@ class Intervener:
             fill_shape = [1] * x.dim()
             fill_shape[channel_dim] = -1
             return (x * mask + (1 - mask) * fill.to(x.dtype).reshape(fill_shape), *args[1:])
+
         return hook
 
 

@@ -5,8 +5,8 @@ would lose more accuracy than allowed against the dense model, or when the budge
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -38,9 +38,21 @@ def _step_removal(groups: list[UnitGroup], scores: dict, sizes: dict, target: di
     return removal
 
 
-def run(dense: nn.Module, example: torch.Tensor, groups: list[UnitGroup], first_scores: dict, target_kept: dict[str, int],
-        rescore: Callable, recalibrate: Callable, finetune: Callable, evaluate: Callable, dense_accuracy: float | None,
-        max_acc_drop: float, keep_patterns: tuple[str, ...] = ()) -> Schedule:
+def run(
+    dense: nn.Module,
+    *,
+    example: torch.Tensor,
+    groups: list[UnitGroup],
+    first_scores: dict,
+    target_kept: dict[str, int],
+    rescore: Callable,
+    recalibrate: Callable,
+    finetune: Callable,
+    evaluate: Callable,
+    dense_accuracy: float | None,
+    max_acc_drop: float,
+    keep_patterns: tuple[str, ...] = (),
+) -> Schedule:
     schedule = Schedule(surgery.clone_model(dense))
     original = {g.name: g.size for g in groups}
     current_groups, scores = groups, first_scores
@@ -56,11 +68,17 @@ def run(dense: nn.Module, example: torch.Tensor, groups: list[UnitGroup], first_
         accuracy = evaluate(candidate)
         step = len(schedule.steps) + 1
         if accuracy is not None and dense_accuracy is not None and accuracy < dense_accuracy - max_acc_drop:
-            schedule.notes.append(f"iterative: stopped before step {step}: accuracy would fall to {accuracy:.4f} "
-                                  f"(dense {dense_accuracy:.4f}, allowed drop {max_acc_drop:.4f})")
+            schedule.notes.append(
+                f"iterative: stopped before step {step}: accuracy would fall to {accuracy:.4f} "
+                f"(dense {dense_accuracy:.4f}, allowed drop {max_acc_drop:.4f})"
+            )
             break
-        schedule.steps.append({"groups": [{"name": g.name, "kind": g.kind, "size": g.size} for g in current_groups if g.name in removal],
-                               "removal": removal})
+        schedule.steps.append(
+            {
+                "groups": [{"name": g.name, "kind": g.kind, "size": g.size} for g in current_groups if g.name in removal],
+                "removal": removal,
+            }
+        )
         schedule.history.append({"step": step, "removed": sum(len(v) for v in removal.values()), "accuracy": accuracy})
         schedule.model = candidate
         current_groups = analyse(candidate, example, keep_patterns).groups

@@ -12,16 +12,26 @@ from pipeline.models.build import build_model
 from tests.tiny_models import TINY_SPECS
 
 
-def conv_graph(path, out_channels=16, in_channels=3, opset=17, spatial=("32", "32"), extra_nodes=(), extra_inits=(), domain_opsets=()):
+def conv_graph(
+    path, out_channels=16, in_channels=3, opset=17, spatial=("32", "32"), extra_nodes=(), extra_inits=(), domain_opsets=()
+):
     """input -> Conv(out_channels) -> Conv(out_channels) -> output, plus any extra nodes."""
     rng = np.random.default_rng(0)
     w1 = numpy_helper.from_array(rng.standard_normal((out_channels, in_channels, 3, 3)).astype(np.float32), "w1")
     w2 = numpy_helper.from_array(rng.standard_normal((out_channels, out_channels, 1, 1)).astype(np.float32), "w2")
     dims = ["batch", in_channels, *[int(d) if d.isdigit() else d for d in spatial]]
-    nodes = [helper.make_node("Conv", ["input", "w1"], ["a"], name="conv1", pads=[1, 1, 1, 1]),
-             helper.make_node("Conv", ["a", "w2"], ["output"], name="conv2"), *extra_nodes]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)], [w1, w2, *extra_inits])
+    nodes = [
+        helper.make_node("Conv", ["input", "w1"], ["a"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["a", "w2"], ["output"], name="conv2"),
+        *extra_nodes,
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)],
+        [w1, w2, *extra_inits],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), *domain_opsets])
     onnx.save(model, str(path))
     return path
@@ -48,7 +58,9 @@ def test_an_unsupported_operator_fails_by_name(tmp_path, op, version):
     node = helper.make_node(op, ["output"], ["extra"], name="the_bad_node")
     findings = readiness.check(conv_graph(tmp_path / "m.onnx", extra_nodes=[node]), "fp32", version)
     failing = [f for f in findings if f.rule == "supported-ops"]
-    assert len(failing) == 1 and failing[0].severity == "error" and "the_bad_node" in failing[0].message and op in failing[0].message
+    assert (
+        len(failing) == 1 and failing[0].severity == "error" and "the_bad_node" in failing[0].message and op in failing[0].message
+    )
     assert str(failing[0]).startswith("FAIL supported-ops:")
 
 
@@ -59,11 +71,15 @@ def test_nonzero_is_supported_from_tensorrt_10(tmp_path):
 
 def test_a_custom_domain_operator_needs_a_plugin(tmp_path):
     node = helper.make_node("MyOp", ["output"], ["extra"], name="custom", domain="com.example")
-    findings = readiness.check(conv_graph(tmp_path / "m.onnx", extra_nodes=[node], domain_opsets=[helper.make_opsetid("com.example", 1)]), "fp32")
+    findings = readiness.check(
+        conv_graph(tmp_path / "m.onnx", extra_nodes=[node], domain_opsets=[helper.make_opsetid("com.example", 1)]), "fp32"
+    )
     assert "plugin" in next(f.message for f in findings if f.rule == "supported-ops")
 
 
-@pytest.mark.parametrize("opset, version, ok", [(17, "10", True), (21, "10", False), (20, "10", True), (18, "8.6", False), (17, "8.6", True)])
+@pytest.mark.parametrize(
+    "opset, version, ok", [(17, "10", True), (21, "10", False), (20, "10", True), (18, "8.6", False), (17, "8.6", True)]
+)
 def test_opset_range(tmp_path, opset, version, ok):
     findings = readiness.check(conv_graph(tmp_path / "m.onnx", opset=opset), "fp32", version)
     assert ("opset" not in rules(findings)) == ok

@@ -27,8 +27,12 @@ def _gpu_reason():
     return None
 
 
-needs_gpu = pytest.mark.skipif(_gpu_reason() is not None, reason=f"TensorRT engine tests need TensorRT and a GPU: {_gpu_reason()}")
-needs_absent = pytest.mark.skipif(TENSORRT_MISSING is None, reason="TensorRT is installed here: the missing-runtime path does not apply")
+needs_gpu = pytest.mark.skipif(
+    _gpu_reason() is not None, reason=f"TensorRT engine tests need TensorRT and a GPU: {_gpu_reason()}"
+)
+needs_absent = pytest.mark.skipif(
+    TENSORRT_MISSING is None, reason="TensorRT is installed here: the missing-runtime path does not apply"
+)
 
 
 @needs_absent
@@ -42,12 +46,31 @@ def test_list_says_why_tensorrt_cannot_load_and_how_to_get_it():
 @needs_absent
 def test_run_checks_readiness_then_stops_with_one_line(tmp_path):
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["run", "--model", TINY_SPECS["resnet"], "--target", "tensorrt", "--precision", "fp16",
-                                                      "--calib-samples", "8", "--batch-size", "4", "--input-shape", "1,3,32,32",
-                                                      "--out", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--model",
+            TINY_SPECS["resnet"],
+            "--target",
+            "tensorrt",
+            "--precision",
+            "fp16",
+            "--calib-samples",
+            "8",
+            "--batch-size",
+            "4",
+            "--input-shape",
+            "1,3,32,32",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 2
     errors = [l for l in result.output.splitlines() if l.startswith("Error")]
-    assert len(errors) == 1 and "target 'tensorrt' cannot build an engine here" in errors[0] and "pip install tensorrt" in errors[0]
+    assert (
+        len(errors) == 1 and "target 'tensorrt' cannot build an engine here" in errors[0] and "pip install tensorrt" in errors[0]
+    )
     assert "tensorrt readiness of pruned: ready (fp16)" in result.output
     assert (out / "export" / "manifest.json").is_file()  # everything before the engine build is kept
     assert not (out / "compile" / "tensorrt").exists()  # and nothing half-written
@@ -88,9 +111,28 @@ def test_engine_builds_runs_and_matches_pytorch(precision, tmp_path):
 @needs_gpu
 def test_whole_run_on_tensorrt_reports_device_latency(tmp_path):
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["run", "--model", TINY_SPECS["resnet"], "--target", "tensorrt", "--precision", "fp16",
-                                       "--calib-samples", "8", "--batch-size", "4", "--input-shape", "8,3,32,32",
-                                       "--profile-seconds", "0.5", "--out", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--model",
+            TINY_SPECS["resnet"],
+            "--target",
+            "tensorrt",
+            "--precision",
+            "fp16",
+            "--calib-samples",
+            "8",
+            "--batch-size",
+            "4",
+            "--input-shape",
+            "8,3,32,32",
+            "--profile-seconds",
+            "0.5",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["targets"]["tensorrt"]["precision"] == "fp16" and report["targets"]["tensorrt"]["speedup"] > 0

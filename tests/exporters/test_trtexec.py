@@ -12,18 +12,23 @@ V86, V103, V111 = (8, 6, 1), (10, 3, 0), (11, 1, 0)
 SHAPES = ((1, 3, 224, 224), (8, 3, 224, 224), (32, 3, 224, 224))
 
 
-@pytest.mark.parametrize("banner, version", [
-    ("&&&& RUNNING TensorRT.trtexec [TensorRT v8601] # trtexec --help", (8, 6, 1)),
-    ("&&&& RUNNING TensorRT.trtexec [TensorRT v100300] # trtexec", (10, 3, 0)),
-    ("[TensorRT v110100]", (11, 1, 0)),
-    ("no banner here", None),
-])
+@pytest.mark.parametrize(
+    "banner, version",
+    [
+        ("&&&& RUNNING TensorRT.trtexec [TensorRT v8601] # trtexec --help", (8, 6, 1)),
+        ("&&&& RUNNING TensorRT.trtexec [TensorRT v100300] # trtexec", (10, 3, 0)),
+        ("[TensorRT v110100]", (11, 1, 0)),
+        ("no banner here", None),
+    ],
+)
 def test_version_from_the_banner(banner, version):
     assert trtexec.parse_version(banner) == version
 
 
 def _build(precision, version):
-    return trtexec.build_command(Path("m.onnx"), Path("m.engine"), "input", SHAPES, precision, Path("t.cache"), Path("l.json"), version)
+    return trtexec.build_command(
+        Path("m.onnx"), Path("m.engine"), "input", SHAPES, precision, Path("t.cache"), Path("l.json"), version
+    )
 
 
 def test_build_command_has_the_profile_cache_and_layer_info():
@@ -35,11 +40,14 @@ def test_build_command_has_the_profile_cache_and_layer_info():
     assert "--fp16" in command and "--int8" not in command and "--skipInference" in command
 
 
-@pytest.mark.parametrize("precision, present, absent", [
-    ("fp32", ["--noTF32"], ["--fp16", "--int8"]),
-    ("fp16", ["--fp16"], ["--int8", "--noTF32"]),
-    ("int8", ["--int8", "--fp16"], ["--noTF32"]),
-])
+@pytest.mark.parametrize(
+    "precision, present, absent",
+    [
+        ("fp32", ["--noTF32"], ["--fp16", "--int8"]),
+        ("fp16", ["--fp16"], ["--int8", "--noTF32"]),
+        ("int8", ["--int8", "--fp16"], ["--noTF32"]),
+    ],
+)
 def test_build_flags_follow_the_precision(precision, present, absent):
     command = _build(precision, V103)
     assert all(flag in command for flag in present) and not any(flag in command for flag in absent)
@@ -74,9 +82,22 @@ def test_compute_time_summary():
 
 
 def test_exported_times_give_gpu_compute_seconds(tmp_path):
-    records = [{"startEnqMs": 1.0, "endEnqMs": 1.1, "startComputeMs": 1.2, "endComputeMs": 1.7, "startD2hMs": 1.7,
-                "endD2hMs": 1.7, "latencyMs": 0.52, "enqueueMs": 0.1, "h2dMs": 0.0, "computeMs": 0.5, "d2hMs": 0.0},
-               {"startEnqMs": 2.0, "latencyMs": 0.61, "computeMs": 0.6}]
+    records = [
+        {
+            "startEnqMs": 1.0,
+            "endEnqMs": 1.1,
+            "startComputeMs": 1.2,
+            "endComputeMs": 1.7,
+            "startD2hMs": 1.7,
+            "endD2hMs": 1.7,
+            "latencyMs": 0.52,
+            "enqueueMs": 0.1,
+            "h2dMs": 0.0,
+            "computeMs": 0.5,
+            "d2hMs": 0.0,
+        },
+        {"startEnqMs": 2.0, "latencyMs": 0.61, "computeMs": 0.6},
+    ]
     path = tmp_path / "times.json"
     path.write_text(json.dumps(records))
     assert trtexec.read_times(path) == pytest.approx([0.0005, 0.0006])
@@ -88,17 +109,60 @@ def test_exported_outputs(tmp_path):
     assert trtexec.read_outputs(path) == {"logits": [0.1, 0.2, 0.7]}
 
 
-LAYER_INFO = {"Layers": [
-    {"Name": "Reformatting CopyNode for Input Tensor 0 to /conv1/Conv + /relu/Relu", "LayerType": "Reformat",
-     "Inputs": [{"Name": "input", "Location": "Device", "Dimensions": [1, 3, 224, 224], "Format/Datatype": "Row major linear FP32"}],
-     "Outputs": [{"Name": "Reformatted Input Tensor 0", "Location": "Device", "Dimensions": [1, 3, 224, 224],
-                  "Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}], "ParameterType": "Reformat"},
-    {"Name": "/layer3.1/conv1/Conv + /layer3.1/relu/Relu", "LayerType": "CaskConvolution", "ParameterType": "Convolution",
-     "Inputs": [{"Name": "a", "Location": "Device", "Dimensions": [1, 64, 14, 14], "Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}],
-     "Outputs": [{"Name": "b", "Location": "Device", "Dimensions": [1, 50, 14, 14], "Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}]},
-    {"Name": "/fc/Gemm", "LayerType": "CaskGemm", "ParameterType": "FullyConnected",
-     "Inputs": [{"Name": "c", "Dimensions": [1, 512], "Format/Datatype": "Row major linear FP16 format"}], "Outputs": []},
-], "Bindings": ["input", "logits"]}
+LAYER_INFO = {
+    "Layers": [
+        {
+            "Name": "Reformatting CopyNode for Input Tensor 0 to /conv1/Conv + /relu/Relu",
+            "LayerType": "Reformat",
+            "Inputs": [
+                {
+                    "Name": "input",
+                    "Location": "Device",
+                    "Dimensions": [1, 3, 224, 224],
+                    "Format/Datatype": "Row major linear FP32",
+                }
+            ],
+            "Outputs": [
+                {
+                    "Name": "Reformatted Input Tensor 0",
+                    "Location": "Device",
+                    "Dimensions": [1, 3, 224, 224],
+                    "Format/Datatype": "Channel major FP16 format where channel % 8 == 0",
+                }
+            ],
+            "ParameterType": "Reformat",
+        },
+        {
+            "Name": "/layer3.1/conv1/Conv + /layer3.1/relu/Relu",
+            "LayerType": "CaskConvolution",
+            "ParameterType": "Convolution",
+            "Inputs": [
+                {
+                    "Name": "a",
+                    "Location": "Device",
+                    "Dimensions": [1, 64, 14, 14],
+                    "Format/Datatype": "Channel major FP16 format where channel % 8 == 0",
+                }
+            ],
+            "Outputs": [
+                {
+                    "Name": "b",
+                    "Location": "Device",
+                    "Dimensions": [1, 50, 14, 14],
+                    "Format/Datatype": "Channel major FP16 format where channel % 8 == 0",
+                }
+            ],
+        },
+        {
+            "Name": "/fc/Gemm",
+            "LayerType": "CaskGemm",
+            "ParameterType": "FullyConnected",
+            "Inputs": [{"Name": "c", "Dimensions": [1, 512], "Format/Datatype": "Row major linear FP16 format"}],
+            "Outputs": [],
+        },
+    ],
+    "Bindings": ["input", "logits"],
+}
 
 
 def test_layer_info_finds_reformats_and_padded_channels(tmp_path):
@@ -113,7 +177,8 @@ def test_layer_info_finds_reformats_and_padded_channels(tmp_path):
 
 
 def test_layer_info_without_detailed_verbosity_still_counts_reformats():
-    report = trt_layers.analyse({"Layers": ["conv1 + relu", "Reformatting CopyNode for Output Tensor 0 to pool", "pool"],
-                                 "Bindings": ["x", "y"]})
+    report = trt_layers.analyse(
+        {"Layers": ["conv1 + relu", "Reformatting CopyNode for Output Tensor 0 to pool", "pool"], "Bindings": ["x", "y"]}
+    )
     assert report.layers == 3 and report.reformats == ["Reformatting CopyNode for Output Tensor 0 to pool"]
     assert not report.detailed and report.padded == []

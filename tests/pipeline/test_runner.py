@@ -1,5 +1,6 @@
 from pipeline.core.config import RunConfig
-from pipeline.runner import fingerprint, stage
+from pipeline.runner import fingerprint
+from pipeline.stages import stage
 
 
 def test_fine_tuning_settings_change_the_prune_stage_only_when_iterative(tmp_path):

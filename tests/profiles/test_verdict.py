@@ -16,8 +16,17 @@ def test_no_speedup_fails_with_the_interval():
 
 
 def test_low_efficiency_is_explained():
-    evidence = Evidence(1.3, (1.25, 1.35), 2.0, batch=1, fixed_ms=0.8, pruned_ms=1.1,
-                        misaligned=["layer1.0.conv1: 8 channels"], block=16, by_batch_efficiency={1: 0.65, 8: 0.95})
+    evidence = Evidence(
+        1.3,
+        (1.25, 1.35),
+        2.0,
+        batch=1,
+        fixed_ms=0.8,
+        pruned_ms=1.1,
+        misaligned=["layer1.0.conv1: 8 channels"],
+        block=16,
+        by_batch_efficiency={1: 0.65, 8: 0.95},
+    )
     verdict, reasons = judge(evidence, min_efficiency=0.7)
     text = " ".join(reasons)
     assert verdict == "fail" and "efficiency 0.65 < 0.70" in text

@@ -5,8 +5,11 @@ from pipeline.core.errors import ConfigError
 
 
 def test_defaults_prune_half_of_every_group():
-    cfg = build_config()
-    assert cfg.effective_ratio == 0.5 and cfg.targets == ("cpu",) and cfg.scorer == "l1"
+    from pipeline.preflight import resolve
+
+    cfg = resolve(build_config())
+    assert cfg.ratio == 0.5 and cfg.budget == "ratio" and cfg.targets == ("cpu",) and cfg.scorer == "l1"
+    assert cfg.input_shape == (1, 3, 224, 224) and cfg.compensate == "none"
 
 
 def test_yaml_values_are_overridden_by_flags(tmp_path):
@@ -24,18 +27,21 @@ def test_unknown_yaml_key_is_an_error(tmp_path):
         build_config(recipe)
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"ratio": 0.0}, "ratio must be in"),
-    ({"ratio": 1.0}, "ratio must be in"),
-    ({"macs_reduction": 1.0}, "must be > 1"),
-    ({"ratio": 0.5, "macs_reduction": 2.0}, "either --ratio or --macs-reduction"),
-    ({"input_shape": (3, 32, 32)}, "N,C,H,W"),
-    ({"precision": "fp8"}, "unknown precision"),
-    ({"calib_samples": 0}, "calib-samples must be >= 1"),
-    ({"iterative": True}, "--iterative fine-tunes between steps"),
-    ({"compensate": "median"}, "unknown compensation"),
-    ({"regularize": "l0"}, "unknown regulariser"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"ratio": 0.0}, "ratio must be in"),
+        ({"ratio": 1.0}, "ratio must be in"),
+        ({"macs_reduction": 1.0}, "must be > 1"),
+        ({"ratio": 0.5, "macs_reduction": 2.0}, "either --ratio or --macs-reduction"),
+        ({"input_shape": (3, 32, 32)}, "N,C,H,W"),
+        ({"precision": "fp8"}, "unknown precision"),
+        ({"calib_samples": 0}, "calib-samples must be >= 1"),
+        ({"iterative": True}, "--iterative fine-tunes between steps"),
+        ({"compensate": "median"}, "unknown compensation"),
+        ({"regularize": "l0"}, "unknown regulariser"),
+    ],
+)
 def test_bad_values_are_rejected(changes, message):
     with pytest.raises(ConfigError, match=message):
         RunConfig(**changes)

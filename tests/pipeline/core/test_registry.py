@@ -3,10 +3,19 @@ import pytest
 from pipeline.core.errors import ConfigError, PluginUnavailableError
 from pipeline.core.registry import Entry, Registry
 
-REGISTRY = Registry("widget", [
-    Entry("json", "json:dumps", "always importable"),
-    Entry("ghost", "ghost_module_xyz:Thing", "needs a missing module", requires=("ghost_module_xyz",), install_hint="pip install ghost"),
-])
+REGISTRY = Registry(
+    "widget",
+    [
+        Entry("json", "json:dumps", "always importable"),
+        Entry(
+            "ghost",
+            "ghost_module_xyz:Thing",
+            "needs a missing module",
+            requires=("ghost_module_xyz",),
+            install_hint="pip install ghost",
+        ),
+    ],
+)
 
 
 def test_load_imports_on_first_use():
@@ -22,7 +31,9 @@ def test_unknown_name_lists_the_valid_ones():
 
 def test_missing_dependency_is_listed_with_its_reason():
     assert REGISTRY.unavailable_reason("json") is None
-    assert "ghost_module_xyz" in REGISTRY.unavailable_reason("ghost") and "pip install ghost" in REGISTRY.unavailable_reason("ghost")
+    assert "ghost_module_xyz" in REGISTRY.unavailable_reason("ghost") and "pip install ghost" in REGISTRY.unavailable_reason(
+        "ghost"
+    )
     with pytest.raises(PluginUnavailableError, match="cannot load"):
         REGISTRY.load("ghost")
 

@@ -34,9 +34,12 @@ def write_factory(folder, body):
 
 
 def test_factory_datasets_feed_the_loaders_stratified(tmp_path):
-    path = write_factory(tmp_path, "def make():\n"
-                         "    labels = torch.arange(40) % 4\n"
-                         "    return TensorDataset(torch.randn(40, 3, 16, 16), labels), TensorDataset(torch.randn(8, 3, 16, 16), labels[:8])\n")
+    path = write_factory(
+        tmp_path,
+        "def make():\n"
+        "    labels = torch.arange(40) % 4\n"
+        "    return TensorDataset(torch.randn(40, 3, 16, 16), labels), TensorDataset(torch.randn(8, 3, 16, 16), labels[:8])\n",
+    )
     spec = DataSpec(f"{path}:make", SHAPE, PRE)
     check_source(spec.source)
     assert num_classes(spec) == 4
@@ -53,11 +56,17 @@ def test_datasets_without_cheap_labels_are_sampled_at_random_reproducibly():
     assert torch.equal(first, again) and len(set(first.tolist())) == 6
 
 
-@pytest.mark.parametrize("body, message", [
-    ("def make():\n    return TensorDataset(torch.randn(4, 3, 16, 16))\n", "must return (train_dataset, eval_dataset)"),
-    ("def make():\n    raise FileNotFoundError('no such file: /data/train')\n", "failed: FileNotFoundError: no such file"),
-    ("def make():\n    return TensorDataset(torch.randn(0, 3, 16, 16), torch.zeros(0)), None\n", "the train dataset is empty"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("def make():\n    return TensorDataset(torch.randn(4, 3, 16, 16))\n", "must return (train_dataset, eval_dataset)"),
+        ("def make():\n    raise FileNotFoundError('no such file: /data/train')\n", "failed: FileNotFoundError: no such file"),
+        (
+            "def make():\n    return TensorDataset(torch.randn(0, 3, 16, 16), torch.zeros(0)), None\n",
+            "the train dataset is empty",
+        ),
+    ],
+)
 def test_bad_factories_are_one_line_errors(body, message, tmp_path):
     path = write_factory(tmp_path, body)
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -3,10 +3,10 @@ import copy
 import pytest
 import torch
 
-from pipeline.models.attention import HeadAttention, convert_attention
-from pipeline.models.cifar import cifar_resnet
 from pipeline.core.errors import ModelError
+from pipeline.models.attention import HeadAttention, convert_attention
 from pipeline.models.build import build_model
+from pipeline.models.cifar import cifar_resnet
 from tests.conftest import shared_model
 from tests.tiny_models import tiny_vit
 
@@ -48,12 +48,15 @@ def test_checkpoint_with_code_is_refused(tmp_path):
         build_model("cifar:resnet20", str(tmp_path / "bad.th"))
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("cifar:resnet50", "unknown CIFAR model"),
-    ("torchvision:resnet1000", "unknown torchvision classification model"),
-    ("nomodule_xyz:factory", "cannot import model factory"),
-    ("resnet18", "must look like"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("cifar:resnet50", "unknown CIFAR model"),
+        ("torchvision:resnet1000", "unknown torchvision classification model"),
+        ("nomodule_xyz:factory", "cannot import model factory"),
+        ("resnet18", "must look like"),
+    ],
+)
 def test_unknown_models_are_clear_errors(spec, message):
     with pytest.raises(ModelError, match=message):
         build_model(spec)

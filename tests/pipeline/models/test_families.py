@@ -41,8 +41,16 @@ def test_timm_checkpoint_formats_load_exactly(layout, tmp_path):
         torch.save(source.state_dict(), path)
     else:  # a timm training checkpoint: the EMA weights are what timm itself loads
         decoy = {k: torch.zeros_like(v) for k, v in source.state_dict().items()}
-        torch.save({"epoch": 3, "arch": "vit_tiny_patch16_224", "state_dict": decoy,
-                    "state_dict_ema": source.state_dict(), "optimizer": {}}, path)
+        torch.save(
+            {
+                "epoch": 3,
+                "arch": "vit_tiny_patch16_224",
+                "state_dict": decoy,
+                "state_dict_ema": source.state_dict(),
+                "optimizer": {},
+            },
+            path,
+        )
     loaded = build_model(TINY_VIT, str(path), model_args=TINY_VIT_ARGS)
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(loaded(x), source(x))
@@ -54,7 +62,8 @@ def test_factory_from_a_file_with_model_arguments(tmp_path):
         "import torch.nn as nn\nfrom helpers import WIDTH\n\n"
         "def make(num_classes=10, width=WIDTH, act='relu'):\n"
         "    layer = nn.ReLU() if act == 'relu' else nn.GELU()\n"
-        "    return nn.Sequential(nn.Conv2d(3, width, 3), layer, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))\n")
+        "    return nn.Sequential(nn.Conv2d(3, width, 3), layer, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))\n"
+    )
     model = build_model(f"{tmp_path / 'my_net.py'}:make", model_args={"width": 20, "act": "gelu"}, num_classes=4)
     assert model[0].out_channels == 20 and isinstance(model[1], torch.nn.GELU) and model[4].out_features == 4
     with pytest.raises(ModelError, match="cannot be called with"):

@@ -1,17 +1,25 @@
 import pytest
 import torch
 
-from pipeline.pruning import budget, macs, surgery
-from pipeline.pruning.analysis import analyse
 from pipeline.core.errors import ConfigError
 from pipeline.models.build import build_model
+from pipeline.pruning import budget, macs, surgery
+from pipeline.pruning.analysis import analyse
 from tests.tiny_models import TINY_SPECS
 
 
-@pytest.mark.parametrize("size, ratio, round_to, expected", [
-    (64, 0.5, 8, 32), (64, 0.3, 16, 48), (48, 0.5, 16, 32), (16, 0.5, 16, 16), (64, 0.99, 8, 8),
-    (100, 0.0, 16, 100), (24, 0.5, 1, 12),
-])
+@pytest.mark.parametrize(
+    "size, ratio, round_to, expected",
+    [
+        (64, 0.5, 8, 32),
+        (64, 0.3, 16, 48),
+        (48, 0.5, 16, 32),
+        (16, 0.5, 16, 16),
+        (64, 0.99, 8, 8),
+        (100, 0.0, 16, 100),
+        (24, 0.5, 1, 12),
+    ],
+)
 def test_kept_count_rounds_to_the_block(size, ratio, round_to, expected):
     assert budget.kept_count(size, ratio, round_to, max_unit_ratio=0.9) == expected
 

@@ -12,16 +12,23 @@ from pipeline.statistics import calibration
 
 def _mlp():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3)).eval()
+    return nn.Sequential(
+        nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3)
+    ).eval()
 
 
 def _conv_net():
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(8, 6, 3, padding=1), nn.ReLU(),  # the pruned group: "2", consumed by the 1x1 conv "4"
-        nn.Conv2d(6, 5, 1, bias=False), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 6, 3, padding=1),
+        nn.ReLU(),  # the pruned group: "2", consumed by the 1x1 conv "4"
+        nn.Conv2d(6, 5, 1, bias=False),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(5, 3),
     ).eval()
 
 
@@ -68,7 +75,9 @@ def test_mean_shift_is_exact_for_a_constant_channel_with_a_conv_consumer():
 
 def test_least_squares_refit_recovers_linearly_spanned_units():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 6), nn.Identity(), nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3)).eval()
+    model = nn.Sequential(
+        nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 6), nn.Identity(), nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3)
+    ).eval()
     with torch.no_grad():  # neuron 5 = 2 * neuron 0 - neuron 1, so the kept neurons span it
         model[2].weight[5] = 2 * model[2].weight[0] - model[2].weight[1]
         model[2].bias[5] = 2 * model[2].bias[0] - model[2].bias[1]

@@ -3,9 +3,9 @@ import copy
 import pytest
 import torch
 
+from pipeline.models.build import build_model
 from pipeline.pruning import surgery
 from pipeline.pruning.analysis import analyse
-from pipeline.models.build import build_model
 from tests.tiny_models import TINY_SPECS
 
 EXAMPLE = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))

@@ -4,17 +4,19 @@ import torch
 import torch.nn as nn
 
 from pipeline.pruning.analysis import analyse
-from pipeline.statistics import calibration
 from pipeline.scorers import SCORERS
 from pipeline.scorers.base import ScoreContext, ScorerOptions
 from pipeline.scorers.cswap import categorise, class_tests, split_calibration
+from pipeline.statistics import calibration
 
 
 def _context(model, example, batches, scorer, **options):
     groups = analyse(model, example).groups
     consumers = sorted({c.module for g in groups for c in g.consumers})
     stats = calibration.collect(model, batches, consumers, SCORERS.load(scorer).needs)
-    return ScoreContext(model=model, groups=groups, stats=stats, batches=lambda: batches, example=example, options=ScorerOptions(**options))
+    return ScoreContext(
+        model=model, groups=groups, stats=stats, batches=lambda: batches, example=example, options=ScorerOptions(**options)
+    )
 
 
 def class_signal_batches(classes: int, per_class: int, noise: float, seed: int = 0):
@@ -24,7 +26,7 @@ def class_signal_batches(classes: int, per_class: int, noise: float, seed: int =
     inputs = 3.0 * nn.functional.one_hot(labels, classes).float() + noise * torch.randn(len(labels), classes, generator=generator)
     order = torch.randperm(len(labels), generator=generator)
     inputs, labels = inputs[order], labels[order]
-    return [(inputs[i:i + 32], labels[i:i + 32]) for i in range(0, len(labels), 32)]
+    return [(inputs[i : i + 32], labels[i : i + 32]) for i in range(0, len(labels), 32)]
 
 
 def cosep_model():
@@ -98,12 +100,17 @@ def test_cswap_undoes_a_chunk_that_costs_more_than_the_tolerance():
 
 def test_per_class_tests_by_hand():
     labels = torch.tensor([0, 0, 0, 1, 1, 1])
-    differences = torch.tensor([[-1.0, -1.1, -0.9, 0.0, 0.1, -0.1],  # lowers class 0: critical
-                                [0.5, 0.6, 0.4, 0.0, 0.01, -0.01],  # raises class 0 only: detrimental
-                                [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)  # no effect: neutral
+    differences = torch.tensor(
+        [
+            [-1.0, -1.1, -0.9, 0.0, 0.1, -0.1],  # lowers class 0: critical
+            [0.5, 0.6, 0.4, 0.0, 0.01, -0.01],  # raises class 0 only: detrimental
+            [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        ],
+        dtype=torch.float64,
+    )  # no effect: neutral
     lowest, highest = class_tests(differences, labels)
     # unit 0, class 0: mean -1, sample std 0.1, t = -1 / (0.1 / sqrt 3)
-    assert abs(float(lowest[0]) + 1 / (0.1 / 3 ** 0.5)) < 1e-6
+    assert abs(float(lowest[0]) + 1 / (0.1 / 3**0.5)) < 1e-6
     assert categorise(lowest, highest) == ["critical", "detrimental", "neutral"]
 
 

@@ -3,18 +3,25 @@ import torch
 import torch.nn as nn
 
 from pipeline.pruning.analysis import analyse
-from pipeline.statistics import calibration
 from pipeline.scorers import SCORERS
 from pipeline.scorers.base import ScoreContext
+from pipeline.statistics import calibration
 from tests.tiny_models import TINY_SPECS
 
 
 def _middle_group_model():
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),  # stem
-        nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),  # the scored group: "2"
-        nn.Conv2d(6, 4, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),  # stem
+        nn.Conv2d(4, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),  # the scored group: "2"
+        nn.Conv2d(6, 4, 1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
     ).eval()
     model[3].weight.data.uniform_(-1, 1)
     model[3].bias.data.uniform_(-1, 1)
@@ -35,10 +42,15 @@ def test_l1_by_hand_is_the_mean_over_coupled_layers():
     ctx = _context(model)
     group = next(g for g in ctx.groups if g.name == "2")
     conv, bn, consumer = model[2], model[3], model[5]
-    per_layer = torch.stack([
-        conv.weight.detach().abs().sum(dim=(1, 2, 3)), conv.bias.detach().abs(), bn.weight.detach().abs(),
-        bn.bias.detach().abs(), consumer.weight.detach().abs().sum(dim=(0, 2, 3)),
-    ]).double()
+    per_layer = torch.stack(
+        [
+            conv.weight.detach().abs().sum(dim=(1, 2, 3)),
+            conv.bias.detach().abs(),
+            bn.weight.detach().abs(),
+            bn.bias.detach().abs(),
+            consumer.weight.detach().abs().sum(dim=(0, 2, 3)),
+        ]
+    ).double()
     torch.testing.assert_close(SCORERS.load("l1")().score(ctx)[group.name], per_layer.mean(0))
 
 

@@ -4,9 +4,9 @@ import torch
 import torch.nn as nn
 
 from pipeline.pruning.analysis import analyse
-from pipeline.statistics import calibration
 from pipeline.scorers import SCORERS
 from pipeline.scorers.base import ScoreContext, ScorerOptions
+from pipeline.statistics import calibration
 
 
 def _context(model, example, batches, scorer):

@@ -7,13 +7,17 @@ from pipeline.statistics.calibration import WEIGHT_GRADS, collect
 
 def _batches(count=3, size=5, shape=(3, 6, 6), classes=3, seed=0):
     generator = torch.Generator().manual_seed(seed)
-    return [(torch.randn((size, *shape), generator=generator), torch.randint(0, classes, (size,), generator=generator))
-            for _ in range(count)]
+    return [
+        (torch.randn((size, *shape), generator=generator), torch.randint(0, classes, (size,), generator=generator))
+        for _ in range(count)
+    ]
 
 
 def _conv_net():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+    ).eval()
 
 
 def test_input_moments_are_exact_float64_over_every_position():

@@ -32,8 +32,12 @@ def test_class_pairs_sample_above_the_limit():
 
 def blobs(centres, per: int, spread: float, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
-    points = torch.cat([torch.tensor(c, dtype=torch.float64) + spread * torch.randn(per, len(c), generator=generator, dtype=torch.float64)
-                        for c in centres])
+    points = torch.cat(
+        [
+            torch.tensor(c, dtype=torch.float64) + spread * torch.randn(per, len(c), generator=generator, dtype=torch.float64)
+            for c in centres
+        ]
+    )
     return points, torch.cdist(points, points)
 
 
@@ -42,7 +46,7 @@ def test_kmedoids_puts_one_medoid_in_each_separated_blob():
     medoids = clustering.kmedoids(distances, 3)
     assert sorted(int(m) // 7 for m in medoids) == [0, 1, 2]
     labels = clustering.assign(distances, medoids)
-    assert all(len(set(labels[i * 7:(i + 1) * 7].tolist())) == 1 for i in range(3))
+    assert all(len(set(labels[i * 7 : (i + 1) * 7].tolist())) == 1 for i in range(3))
 
 
 def test_kmedoids_swaps_reach_the_optimum_of_a_small_problem():

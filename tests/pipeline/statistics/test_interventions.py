@@ -5,11 +5,11 @@ import copy
 import pytest
 import torch
 
+from pipeline.models.build import build_model
 from pipeline.pruning import compensation, surgery
 from pipeline.pruning.analysis import analyse
 from pipeline.statistics import calibration
 from pipeline.statistics.interventions import Intervener
-from pipeline.models.build import build_model
 from tests.tiny_models import TINY_SPECS
 
 
