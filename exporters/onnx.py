@@ -21,7 +21,7 @@ def export(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int
 
     path = Path(path)
     model = model.eval()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.no_grad():  # no autograd state: less memory while tracing
         warnings.simplefilter("ignore")
         # The TorchScript exporter writes one self-contained file with opset 17 and is the one
         # TensorRT, OpenVINO and ONNX Runtime all parse without extra passes.
@@ -38,8 +38,9 @@ def export(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int
         )
     graph = gs.import_onnx(onnx.load(str(path)))
     graph.fold_constants().cleanup().toposort()
-    cleaned = onnx.shape_inference.infer_shapes(gs.export_onnx(graph), check_type=True, strict_mode=True)
-    onnx.save(cleaned, str(path))
+    onnx.save(gs.export_onnx(graph), str(path))
+    del graph  # one copy of the weights at a time: shape inference works file to file
+    onnx.shape_inference.infer_shapes_path(str(path), str(path), check_type=True, strict_mode=True)
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as err:

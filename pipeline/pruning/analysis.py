@@ -11,6 +11,7 @@ their consumers; a group for which it does not is kept whole, with the reason in
 from __future__ import annotations
 
 import fnmatch
+import gc
 from dataclasses import dataclass, field
 
 import torch
@@ -157,6 +158,16 @@ def _failure_note(group: UnitGroup, problem: str) -> str:
 def _trial_problem(model: nn.Module, example: torch.Tensor, groups: list[UnitGroup], trial: list[UnitGroup]) -> str | None:
     """None when removing the trial units of `trial` gives what cutting them off gives, else why not."""
     probe = clone_model(model).eval()
+    try:
+        return _compare_removal(probe, model, example, groups, trial)
+    finally:
+        # the dependency graph and the probe reference each other: free them now, not at the next
+        # collection, or every trial of a large model adds a copy of it to the peak
+        del probe
+        gc.collect()
+
+
+def _compare_removal(probe: nn.Module, model: nn.Module, example: torch.Tensor, groups, trial) -> str | None:
     exact = not any(_mixes_channels(g, model) for g in trial)
     try:
         with torch.no_grad():
