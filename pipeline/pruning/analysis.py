@@ -28,6 +28,7 @@ from pipeline.pruning.surgery import (
     clone_model,
     drop_modules,
     execution_order,
+    torch2_graph_fixes,
     unreached_modules,
 )
 
@@ -53,17 +54,18 @@ def analyse(model: nn.Module, example: torch.Tensor, keep_patterns: tuple[str, .
     if dropped:  # the graph and every check below see the model as it will be deployed
         model = clone_model(model)
         drop_modules(model, dropped)
-    try:
-        graph = build_graph(model, example)
-    except Exception as err:  # tracing failures carry the layer in their message
-        raise ModelError(f"the dependency graph cannot follow this model: {str(err).splitlines()[0]}") from None
-    candidates = []
-    for group in graph.get_all_groups(root_module_types=(nn.Conv2d, nn.Linear)):
-        unit_group, reason = _convert_group(graph, group)
-        if unit_group is None:
-            notes.append(reason)
-        elif unit_group.size >= 2 and unit_group.producers != [classifier]:  # the class outputs are never pruned
-            candidates.append(unit_group)
+    with torch2_graph_fixes():
+        try:
+            graph = build_graph(model, example)
+        except Exception as err:  # tracing failures carry the layer in their message
+            raise ModelError(f"the dependency graph cannot follow this model: {str(err).splitlines()[0]}") from None
+        candidates = []
+        for group in graph.get_all_groups(root_module_types=(nn.Conv2d, nn.Linear)):
+            unit_group, reason = _convert_group(graph, group)
+            if unit_group is None:
+                notes.append(reason)
+            elif unit_group.size >= 2 and unit_group.producers != [classifier]:  # the class outputs are never pruned
+                candidates.append(unit_group)
     del graph
     for name, module in model.named_modules():
         if is_head_attention(module) and module.num_heads > 1 and not (kept_whole & {name, f"{name}.qkv", f"{name}.proj"}):

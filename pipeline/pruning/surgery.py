@@ -8,7 +8,9 @@ inference forward reaches is pruned; every group is checked by trial removal (va
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
 
 import torch
 import torch.nn as nn
@@ -89,7 +91,77 @@ def execution_order(model: nn.Module, example: torch.Tensor) -> list[str]:
     return order
 
 
+@contextlib.contextmanager
+def torch2_graph_fixes():
+    """Torch-Pruning 1.6 reads the input sizes of reshapes and splits from autograd attributes that
+    torch 2 renamed (`_saved_self_sizes` -> `_saved_self_sym_sizes`; chunk keeps one `_saved_split_size`).
+    Without them it takes every reshape for a flatten of channels, so channel shuffles divide by zero
+    and window partitions (Swin, MaxViT) expand index maps by the spatial size (tens of GB), and it
+    loses the chunk offsets of ShuffleNet's channel split. With the sizes, only a real NCHW -> flat
+    reshape maps channels and a chunk maps each part to its channels; whatever stays wrong is caught
+    and kept whole by the trial removal of pipeline.pruning.analysis. Active around every use of a
+    graph: it maps indices lazily, while groups are made."""
+    from torch_pruning.dependency import index_mapping, shape_infer
+
+    update_reshape, init_shapes = index_mapping.update_reshape_index_mapping, shape_infer.init_shape_information
+
+    def reshape_with_sizes(graph, node):
+        grad_fn = node.grad_fn
+        if grad_fn is None or hasattr(grad_fn, "_saved_self_sizes") or not hasattr(grad_fn, "_saved_self_sym_sizes"):
+            return update_reshape(graph, node)
+        node.grad_fn = SimpleNamespace(_saved_self_sizes=tuple(int(s) for s in grad_fn._saved_self_sym_sizes))
+        try:
+            return update_reshape(graph, node)
+        finally:
+            node.grad_fn = grad_fn
+
+    def shapes_with_chunks(graph):
+        init_shapes(graph)
+        for node in graph.module2node.values():
+            if node.type.name == "SPLIT":
+                _chunk_offsets(node)
+
+    index_mapping.update_reshape_index_mapping = reshape_with_sizes
+    shape_infer.init_shape_information = shapes_with_chunks
+    try:
+        yield
+    finally:
+        index_mapping.update_reshape_index_mapping, shape_infer.init_shape_information = update_reshape, init_shapes
+
+
+def _chunk_offsets(node) -> None:
+    """Channel offsets of a torch.chunk/split along dim 1, each output node put in its chunk's place."""
+    grad_fn = node.grad_fn
+    if not (hasattr(grad_fn, "_saved_dim") and hasattr(grad_fn, "_saved_self_sym_sizes")):
+        return
+    sizes = [int(s) for s in grad_fn._saved_self_sym_sizes]
+    if not sizes or grad_fn._saved_dim % len(sizes) != 1:
+        return  # only splits of the channel axis map channels
+    if hasattr(grad_fn, "_saved_split_sizes"):
+        chunks = [int(c) for c in grad_fn._saved_split_sizes]
+    elif hasattr(grad_fn, "_saved_split_size"):
+        step = int(grad_fn._saved_split_size)
+        chunks = [step] * (sizes[1] // step) + ([sizes[1] % step] if sizes[1] % step else [])
+    else:
+        return
+    # which chunk feeds each output node: the autograd edge from the consumer back to this split
+    position = {}
+    for out in node.outputs:
+        edges = [nr for fn, nr in getattr(out.grad_fn, "next_functions", ()) if fn is grad_fn]
+        if len(edges) == 1:
+            position[out] = edges[0]
+    if len(position) != len(node.outputs) or sorted(position.values()) != list(range(len(chunks))):
+        node.module.offsets = None  # cannot place every part: map nothing (the trial removal decides)
+        return
+    node.outputs.sort(key=lambda out: position[out])  # Torch-Pruning maps output i to offsets[i:i + 2]
+    offsets = [0]
+    for chunk in chunks:
+        offsets.append(offsets[-1] + chunk)
+    node.module.split_sizes, node.module.offsets = chunks, offsets
+
+
 def build_graph(model: nn.Module, example: torch.Tensor):
+    """Torch-Pruning's dependency graph; use it inside `torch2_graph_fixes()`."""
     import torch_pruning as tp
 
     attention_types = {type(m) for m in model.modules() if is_head_attention(m)}
@@ -217,19 +289,21 @@ def apply_removal(
     model: nn.Module, example: torch.Tensor, groups: list[UnitGroup], removal: dict[str, list[int]], check: bool = True
 ) -> None:
     """Remove the listed units (original indices) of each group from `model`, in place."""
-    graph = build_graph(model, example) if any(g.kind != "head" and removal.get(g.name) for g in groups) else None
-    for group in groups:
-        units = sorted(int(u) for u in removal.get(group.name, []))
-        if not units:
-            continue
-        if len(units) >= group.size:
-            raise ModelError(f"cannot remove every unit of {group.name}")
-        module = model.get_submodule(group.name)
-        if group.kind == "head":
-            remove_heads(module, units)
-            continue
-        pruner = graph.get_pruner_of_module(module)
-        graph.get_pruning_group(module, pruner.prune_out_channels, units).prune(record_history=False)
+    with torch2_graph_fixes():
+        graph = build_graph(model, example) if any(g.kind != "head" and removal.get(g.name) for g in groups) else None
+        for group in groups:
+            units = sorted(int(u) for u in removal.get(group.name, []))
+            if not units:
+                continue
+            if len(units) >= group.size:
+                raise ModelError(f"cannot remove every unit of {group.name}")
+            module = model.get_submodule(group.name)
+            if group.kind == "head":
+                remove_heads(module, units)
+                continue
+            pruner = graph.get_pruner_of_module(module)
+            graph.get_pruning_group(module, pruner.prune_out_channels, units).prune(record_history=False)
+    del graph
     if check:
         try:
             with torch.no_grad():
