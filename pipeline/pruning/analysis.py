@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from pipeline.core.errors import ModelError
+from pipeline.models.clone import clone_model
 from pipeline.pruning.heads import is_head_attention
 from pipeline.pruning.surgery import (
     UnitGroup,
@@ -25,7 +26,7 @@ from pipeline.pruning.surgery import (
     _head_group,
     apply_removal,
     build_graph,
-    clone_model,
+    call_order,
     drop_modules,
     execution_order,
     torch2_graph_fixes,
@@ -44,13 +45,14 @@ class Analysis:
 
 def analyse(model: nn.Module, example: torch.Tensor, keep_patterns: tuple[str, ...] = ()) -> Analysis:
     """All prunable unit groups of `model` (not modified), stem and classifier excluded."""
-    order = execution_order(model, example)
+    calls = call_order(model, example)
+    order = execution_order(model, example, calls)
     if not order:
         raise ModelError("the model has no Conv2d or Linear layer to prune")
     stem, classifier = order[0], order[-1]
     kept_whole = {stem, classifier}
     kept_whole |= {n for n, _ in model.named_modules() if any(fnmatch.fnmatch(n, p) for p in keep_patterns)}
-    dropped, notes = _left_out(model, example)
+    dropped, notes = _left_out(model, example, set(calls))
     if dropped:  # the graph and every check below see the model as it will be deployed
         model = clone_model(model)
         drop_modules(model, dropped)
@@ -84,9 +86,9 @@ def analyse(model: nn.Module, example: torch.Tensor, keep_patterns: tuple[str, .
     return Analysis(groups, notes, stem, classifier, dropped)
 
 
-def _left_out(model: nn.Module, example: torch.Tensor) -> tuple[list[str], list[str]]:
+def _left_out(model: nn.Module, example: torch.Tensor, reached: set[str]) -> tuple[list[str], list[str]]:
     """Modules the inference forward never reaches, when removing them changes nothing."""
-    unreached = unreached_modules(model, example)
+    unreached = unreached_modules(model, reached)
     if not unreached:
         return [], []
     probe = clone_model(model)

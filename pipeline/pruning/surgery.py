@@ -16,7 +16,6 @@ import torch
 import torch.nn as nn
 
 from pipeline.core.errors import ModelError
-from pipeline.models.clone import clone_model  # noqa: F401  (re-exported for the pruning code)
 from pipeline.pruning.heads import boundary_pruner, head_columns, head_rows, is_head_attention, remove_heads
 
 KINDS = ("channel", "neuron", "head")
@@ -71,24 +70,28 @@ class UnitGroup:
         )
 
 
-def execution_order(model: nn.Module, example: torch.Tensor) -> list[str]:
-    """Conv and linear layers in the order the forward pass first calls them."""
-    order: list[str] = []
-    handles = []
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)) and not isinstance(
-            module, nn.modules.linear.NonDynamicallyQuantizableLinear
-        ):
-            handles.append(
-                module.register_forward_hook(lambda m, i, o, name=name: order.append(name) if name not in order else None)
-            )
+def call_order(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Names of the modules whose forward runs for `example`, in the order their calls finish first
+    (a layer before the block holding it); one forward pass serves every question about the calls."""
+    order: dict[str, None] = {}
+    handles = [m.register_forward_hook(lambda m, i, o, name=name: order.setdefault(name)) for name, m in model.named_modules()]
     try:
         with torch.no_grad():
             model(example)
     finally:
         for handle in handles:
             handle.remove()
-    return order
+    return list(order)
+
+
+def execution_order(model: nn.Module, example: torch.Tensor, calls: list[str] | None = None) -> list[str]:
+    """Conv and linear layers in the order the forward pass first calls them (`calls`: a call_order already taken)."""
+
+    def is_layer(module: nn.Module) -> bool:
+        quantizable = nn.modules.linear.NonDynamicallyQuantizableLinear  # nn.MultiheadAttention's, never called
+        return isinstance(module, (nn.Conv2d, nn.Linear)) and not isinstance(module, quantizable)
+
+    return [name for name in (calls if calls is not None else call_order(model, example)) if is_layer(model.get_submodule(name))]
 
 
 @contextlib.contextmanager
@@ -170,23 +173,9 @@ def build_graph(model: nn.Module, example: torch.Tensor):
     )
 
 
-def reached_modules(model: nn.Module, example: torch.Tensor) -> set[str]:
-    """Names of the modules whose forward runs for `example` (eval mode)."""
-    reached: set[str] = set()
-    handles = [m.register_forward_hook(lambda m, i, o, name=name: reached.add(name)) for name, m in model.named_modules()]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return reached
-
-
-def unreached_modules(model: nn.Module, example: torch.Tensor) -> list[str]:
-    """The outermost modules with parameters that the inference forward never calls (auxiliary
-    training heads): they are left out of pruning and removed from the pruned model."""
-    reached = reached_modules(model, example)
+def unreached_modules(model: nn.Module, reached: set[str]) -> list[str]:
+    """The outermost modules with parameters that the inference forward never calls (`reached`: the
+    names in its call_order), auxiliary training heads: left out of pruning, removed from the pruned model."""
     left_out: list[str] = []
     for name, module in model.named_modules():
         if name and name not in reached and any(True for _ in module.parameters()):

@@ -14,6 +14,7 @@ from exporters import TARGETS
 from pipeline.core.artifacts import read_json, write_json
 from pipeline.core.log import info, progress
 from pipeline.data.loaders import accuracy, calibration_loader, eval_loader
+from pipeline.models.clone import clone_model
 from pipeline.pruning import budget, compensation, macs, surgery
 from pipeline.pruning.surgery import UnitGroup
 from pipeline.stages.common import StageContext, data_spec, dense_model, example_input, input_shape, load_groups, ranking_of
@@ -96,7 +97,7 @@ def choose(ctx: StageContext, groups: list[UnitGroup], scores: dict, estimator: 
 def _one_shot(ctx: StageContext, model, example, groups, choice: Choice, calibration) -> tuple[torch.nn.Module, list[str]]:
     """The pruned copy: compensation folded or re-fitted, units removed, BatchNorm re-estimated."""
     cfg, method = ctx.cfg, ctx.cfg.compensate
-    pruned = surgery.clone_model(model)
+    pruned = clone_model(model)
     added_biases = []
     if method == "mean":
         stats = load_file(str(ctx.input("calibrate", "stats")))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from pipeline.models.clone import clone_model
 from pipeline.pruning import budget, surgery
 from pipeline.pruning.analysis import analyse
 from pipeline.pruning.surgery import UnitGroup
@@ -53,7 +54,7 @@ def run(
     max_acc_drop: float,
     keep_patterns: tuple[str, ...] = (),
 ) -> Schedule:
-    schedule = Schedule(surgery.clone_model(dense))
+    schedule = Schedule(clone_model(dense))
     original = {g.name: g.size for g in groups}
     current_groups, scores = groups, first_scores
     while True:
@@ -61,7 +62,7 @@ def run(
         removal = _step_removal(current_groups, scores, sizes, target_kept, original)
         if not removal:
             break
-        candidate = surgery.clone_model(schedule.model)
+        candidate = clone_model(schedule.model)
         surgery.apply_removal(candidate, example, current_groups, removal)
         recalibrate(candidate)
         finetune(candidate)
