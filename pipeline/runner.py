@@ -85,6 +85,7 @@ def run_stage(cfg: RunConfig, run_dir: Path, name: str, target: str | None = Non
         return False
     info(f"[{print_name}] running")
     started = time.time()
+    _reset_peak_memory()
     module_name, function = spec.path.split(":")
     stage_function = getattr(importlib.import_module(module_name), function)
     from pipeline.stages.common import StageContext
@@ -93,8 +94,28 @@ def run_stage(cfg: RunConfig, run_dir: Path, name: str, target: str | None = Non
         stage_function(StageContext(cfg=cfg, run_dir=run_dir, out=writer.path, target=target, name=name))
     _publish(run_dir, spec)
     _release_memory()
-    info(f"[{print_name}] done in {time.time() - started:.1f} s")
+    peak = _peak_memory_gb()
+    info(f"[{print_name}] done in {time.time() - started:.1f} s" + (f", peak memory {peak:.2f} GB" if peak else ""))
     return True
+
+
+def _reset_peak_memory() -> None:
+    """Start the process's peak resident memory (VmHWM) afresh, so that each stage reports its own
+    (Linux; elsewhere the stage line shows no peak)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_memory_gb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
 
 
 def _release_memory() -> None:
