@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -153,7 +154,12 @@ def run_one(spec: str, timeout: float, memory_gb: float) -> dict:
         return {"status": "failed", "reason": f"timeout after {timeout:.0f} s", "seconds": round(time.time() - started)}
     seconds = round(time.time() - started, 1)
     peak_gb = round(_child_peak_kb() / 2**20, 2)
-    result = {"seconds": seconds, "peak_rss_gb": peak_gb, **_outcome(child.returncode, output)}
+    result = {
+        "seconds": seconds,
+        "peak_rss_gb": peak_gb,
+        "stage_peaks_gb": _stage_peaks(output),
+        **_outcome(child.returncode, output),
+    }
     if result["status"] == "ok":
         result.update(_facts(out))
     shutil.rmtree(out, ignore_errors=True)
@@ -163,6 +169,12 @@ def run_one(spec: str, timeout: float, memory_gb: float) -> dict:
 def _child_peak_kb() -> int:
     """ru_maxrss of the children waited for so far; each model runs in a fresh bench process (see main)."""
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+
+def _stage_peaks(output: str) -> dict:
+    """Each finished stage's own peak resident memory, from its `[stage] done in ..., peak memory X GB` line."""
+    found = re.findall(r"^\[([^\]]+)\] done in [\d.]+ s, peak memory ([\d.]+) GB", output, flags=re.M)
+    return {name: float(gb) for name, gb in found}
 
 
 def _outcome(code: int, output: str) -> dict:

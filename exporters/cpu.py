@@ -1,5 +1,6 @@
-"""ONNX Runtime on the CPU: the graph optimised once at the highest level and saved (ORT format),
-then sessions with a fixed thread count."""
+"""ONNX Runtime on the CPU: the graph optimised once at the highest level and saved (ORT format; as
+ONNX with its weights in a data file beside it when they pass the 2 GB a flatbuffer can hold), then
+sessions with a fixed thread count."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from exporters.base import Target, cpu_vector_block
 from pipeline.core.errors import ConfigError
 
 MODEL_FILE = "model.ort"
+BIG_MODEL_FILE = "model.onnx"  # ONNX + model.onnx.data, for weights past the ORT format's 2 GB
 
 
 class OnnxRuntimeCpu(Target):
@@ -52,14 +54,30 @@ class OnnxRuntimeCpu(Target):
         # int8: `onnx_path` is the Q/DQ graph; the optimiser fuses it into integer kernels
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.optimized_model_filepath = str(Path(out_dir) / MODEL_FILE)
-        options.add_session_config_entry("session.save_model_format", "ORT")
+        _save_optimized_to(options, Path(out_dir), _is_big(onnx_path))
         options.log_severity_level = 3
         ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         return {"runtime": "onnxruntime", "version": ort.__version__, "optimization": "ORT_ENABLE_ALL", "precision": precision}
 
     def open(self, compiled_dir: Path, input_shape: tuple[int, ...], threads: int, precision: str = "fp32"):
-        return _OrtSession(Path(compiled_dir) / MODEL_FILE, threads)
+        small = Path(compiled_dir) / MODEL_FILE
+        return _OrtSession(small if small.is_file() else Path(compiled_dir) / BIG_MODEL_FILE, threads)
+
+
+def _is_big(onnx_path: Path) -> bool:
+    from exporters.onnx import EXTERNAL_DATA_BYTES, load_structure, weight_bytes
+
+    return weight_bytes(load_structure(onnx_path)) > EXTERNAL_DATA_BYTES
+
+
+def _save_optimized_to(options, out_dir: Path, big: bool) -> None:
+    if not big:
+        options.optimized_model_filepath = str(out_dir / MODEL_FILE)
+        options.add_session_config_entry("session.save_model_format", "ORT")
+        return
+    options.optimized_model_filepath = str(out_dir / BIG_MODEL_FILE)
+    options.add_session_config_entry("session.optimized_model_external_initializers_file_name", f"{BIG_MODEL_FILE}.data")
+    options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
 
 
 class _OrtSession:

@@ -3,6 +3,8 @@ onnx-graphsurgeon clean-up and constant folding, and parity against PyTorch on O
 
 from __future__ import annotations
 
+import math
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -15,31 +17,42 @@ OPSET = 17
 INPUT, OUTPUT = "input", "logits"
 
 
+# A protobuf message cannot pass 2 GiB: above this many weight bytes the graph keeps its weights
+# in one external file beside it (<name>.onnx.data), which every runtime here reads.
+EXTERNAL_DATA_BYTES = 1_800_000_000
+
+
 def export(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int = OPSET) -> None:
     import onnx
     import onnx_graphsurgeon as gs
 
     path = Path(path)
     model = model.eval()
-    with warnings.catch_warnings(), torch.no_grad():  # no autograd state: less memory while tracing
-        warnings.simplefilter("ignore")
-        # The TorchScript exporter writes one self-contained file with opset 17 and is the one
-        # TensorRT, OpenVINO and ONNX Runtime all parse without extra passes.
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            dynamo=False,
-            opset_version=opset,
-            input_names=[INPUT],
-            output_names=[OUTPUT],
-            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-            do_constant_folding=True,
-        )
-    graph = gs.import_onnx(onnx.load(str(path)))
-    graph.fold_constants().cleanup().toposort()
-    onnx.save(gs.export_onnx(graph), str(path))
-    del graph  # one copy of the weights at a time: shape inference works file to file
+    # torch writes a graph over 2 GiB as one file per weight: it goes to a scratch directory, and
+    # only the cleaned graph (one file, or one file and its .data) lands beside `path`
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
+        raw = Path(scratch) / path.name
+        with warnings.catch_warnings(), torch.no_grad():  # no autograd state: less memory while tracing
+            warnings.simplefilter("ignore")
+            # The TorchScript exporter writes opset 17 graphs that TensorRT, OpenVINO and ONNX
+            # Runtime all parse without extra passes.
+            torch.onnx.export(
+                model,
+                (example,),
+                str(raw),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+                do_constant_folding=True,
+            )
+        graph = gs.import_onnx(onnx.load(str(raw)))
+        graph.fold_constants().cleanup().toposort()
+        cleaned = gs.export_onnx(graph)
+        del graph  # its weights are the loaded graph's: freed before the cleaned one is written
+    save(cleaned, path)
+    del cleaned
     onnx.shape_inference.infer_shapes_path(str(path), str(path), check_type=True, strict_mode=True)
     try:
         onnx.checker.check_model(str(path), full_check=True)
@@ -47,25 +60,50 @@ def export(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int
         raise PipelineError(f"exported ONNX graph {path.name} fails onnx.checker: {str(err).splitlines()[0]}") from None
 
 
-def conv_output_channels(path: Path) -> int:
-    """Sum of the output channels of every Conv node's weight: what physical removal shrinks."""
+def save(model, path: Path) -> None:
+    """Write `model` to `path`, its weights to `<path>.data` when they would not fit in one message."""
     import onnx
+
+    path = Path(path)
+    data = path.with_name(path.name + ".data")
+    data.unlink(missing_ok=True)  # onnx appends to an existing data file
+    external = weight_bytes(model) > EXTERNAL_DATA_BYTES
+    onnx.save(model, str(path), save_as_external_data=external, all_tensors_to_one_file=True, location=data.name)
+
+
+def weight_bytes(model) -> int:
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    return int(sum(np.prod(t.dims) * tensor_dtype_to_np_dtype(t.data_type).itemsize for t in model.graph.initializer))
+
+
+def load_structure(path: Path):
+    """The graph with its initializers' names, types and shapes but not their bytes: cheap for a
+    graph of gigabytes; `tensor_values` reads one tensor's values when needed."""
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False)
+
+
+def tensor_values(tensor, path: Path) -> np.ndarray:
     from onnx import numpy_helper
 
-    model = onnx.load(str(path))
+    return numpy_helper.to_array(tensor, base_dir=str(Path(path).parent))
+
+
+def conv_output_channels(path: Path) -> int:
+    """Sum of the output channels of every Conv node's weight: what physical removal shrinks."""
+    model = load_structure(path)
     weights = {t.name: t for t in model.graph.initializer}
-    total = 0
-    for node in model.graph.node:
-        if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in weights:
-            total += int(numpy_helper.to_array(weights[node.input[1]]).shape[0])
-    return total
+    return sum(
+        int(weights[n.input[1]].dims[0])
+        for n in model.graph.node
+        if n.op_type == "Conv" and len(n.input) > 1 and n.input[1] in weights
+    )
 
 
 def weight_elements(path: Path) -> int:
-    import onnx
-
-    model = onnx.load(str(path))
-    return int(sum(np.prod(t.dims) for t in model.graph.initializer))
+    return int(sum(np.prod(t.dims) for t in load_structure(path).graph.initializer))
 
 
 def ort_session(path: Path, threads: int | None = None):
@@ -78,10 +116,23 @@ def ort_session(path: Path, threads: int | None = None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def parity(model: torch.nn.Module, path: Path, inputs: torch.Tensor) -> dict:
-    """Max absolute and relative error of ONNX Runtime against PyTorch on the same inputs."""
+def outputs(model: torch.nn.Module, inputs: torch.Tensor) -> np.ndarray:
     with torch.no_grad():
-        expected = model.eval()(inputs).numpy()
+        return model.eval()(inputs).numpy()
+
+
+def _sqnr_db(expected: np.ndarray, actual: np.ndarray) -> float:
+    noise = float(np.square(actual.astype(np.float64) - expected).sum())
+    signal = float(np.square(expected.astype(np.float64)).sum())
+    if noise == 0:
+        return 300.0  # exact; still a finite JSON number
+    return round(min(300.0, 10 * math.log10(max(signal, 1e-30) / noise)), 2)
+
+
+def parity(expected: np.ndarray, path: Path, inputs: torch.Tensor) -> dict:
+    """Max absolute and relative error of ONNX Runtime against PyTorch's `expected` outputs on `inputs`, their
+    signal-to-noise ratio in dB (the quantisation literature's SQNR; unlike top-1 agreement it does not hinge
+    on near-tied logits) and top-1 agreement."""
     actual = ort_session(path).run(None, {INPUT: inputs.numpy()})[0]
     if actual.shape != expected.shape:
         raise PipelineError(f"{Path(path).name}: ONNX output shape {actual.shape} differs from PyTorch {expected.shape}")
@@ -90,6 +141,7 @@ def parity(model: torch.nn.Module, path: Path, inputs: torch.Tensor) -> dict:
         "max_abs": float(diff.max()),
         "max_rel": float((diff / (np.abs(expected) + 1e-7)).max()),
         "reference_max_abs": float(np.abs(expected).max()),
+        "sqnr_db": _sqnr_db(expected, actual),
         "top1_agreement": float((actual.argmax(1) == expected.argmax(1)).mean()),
         "samples": int(inputs.shape[0]),
     }

@@ -34,10 +34,14 @@ def to_qdq(onnx_path: Path, out_path: Path, calibration: np.ndarray, activations
         def get_next(self):
             return next(self.batches, None)
 
+    from exporters.onnx import EXTERNAL_DATA_BYTES, load_structure, weight_bytes
+
+    big = weight_bytes(load_structure(onnx_path)) > EXTERNAL_DATA_BYTES  # weights beside the graph, as export wrote them
     input_name = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
-        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)  # shapes and fusions quantisation needs
+        # shapes and fusions quantisation needs
+        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True, save_as_external_data=big)
         quantize_static(
             str(prepared),
             str(out_path),
@@ -46,6 +50,7 @@ def to_qdq(onnx_path: Path, out_path: Path, calibration: np.ndarray, activations
             activation_type=QuantType.QInt8 if activations == "s8" else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
+            use_external_data_format=big,
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={"ActivationSymmetric": activations == "s8", "WeightSymmetric": True},
         )

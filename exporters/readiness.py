@@ -75,14 +75,14 @@ def version_facts(version: str) -> ParserFacts:
 
 def check(path: Path, precision: str = "fp32", version: str = DEFAULT_VERSION, batch_axis_dynamic: bool = True) -> list[Finding]:
     """Every finding for the graph at `path`; an empty list means ready."""
-    import onnx
+    from exporters.onnx import load_structure
 
-    model = onnx.load(str(path))
+    model = load_structure(path)
     facts = version_facts(version)
     findings: list[Finding] = []
     findings += _operators(model, facts, version)
     findings += _opset(model, facts, version)
-    findings += _int64(model, facts)
+    findings += _int64(model, facts, path)
     findings += _dynamic_dims(model, batch_axis_dynamic)
     findings += _alignment(model, precision)
     return findings
@@ -126,15 +126,17 @@ def _opset(model, facts: ParserFacts, version: str) -> list[Finding]:
     return []
 
 
-def _int64(model, facts: ParserFacts) -> list[Finding]:
+def _int64(model, facts: ParserFacts, path: Path) -> list[Finding]:
     import numpy as np
-    from onnx import TensorProto, numpy_helper
+    from onnx import TensorProto
+
+    from exporters.onnx import tensor_values
 
     findings = []
     for tensor in model.graph.initializer:
         if tensor.data_type != TensorProto.INT64:
             continue
-        values = numpy_helper.to_array(tensor)
+        values = tensor_values(tensor, path)
         if values.size and (values.min() < INT32_RANGE[0] or values.max() > INT32_RANGE[1]) and facts.casts_int64:
             findings.append(
                 Finding(
@@ -174,8 +176,6 @@ def _dynamic_dims(model, batch_axis_dynamic: bool) -> list[Finding]:
 def _alignment(model, precision: str) -> list[Finding]:
     """Conv output and input channel counts that the precision's format pads; the first conv's image
     channels are exempt (TensorRT pads 3 to 4 at the input, which costs nothing that matters)."""
-    from onnx import numpy_helper
-
     block = CHANNEL_BLOCK[precision]
     weights = {t.name: t for t in model.graph.initializer}
     producers = {out: node for node in model.graph.node for out in node.output}
@@ -187,7 +187,7 @@ def _alignment(model, precision: str) -> list[Finding]:
         weight = _weight_of(node.input[1], weights, producers)
         if weight is None:
             continue
-        shape = numpy_helper.to_array(weight).shape
+        shape = tuple(weight.dims)
         group = next((a.i for a in node.attribute if a.name == "group"), 1)
         out_channels, in_channels = shape[0], shape[1] * group
         reads_image = _reads_graph_input(node.input[0], producers, graph_inputs)

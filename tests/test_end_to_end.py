@@ -303,8 +303,9 @@ def test_int8_runs_on_cpu_and_openvino_with_its_accuracy_checked(tmp_path, image
     for flavour, facts in parity.items():
         for variant in ("dense", "pruned"):
             path = out / "export" / f"{variant}.int8-{flavour}.onnx"
-            # the quantised graph classifies like the fp32 model it came from, and is scored on the eval split
-            assert facts[variant]["top1_agreement"] >= 0.8 and 0.0 <= facts[variant]["accuracy"] <= 1.0
+            # the quantised graph computes what the fp32 model it came from does (the logits' SQNR: top-1
+            # agreement of a random tiny model hinges on near-tied logits), and is scored on the eval split
+            assert facts[variant]["sqnr_db"] >= 15 and 0.0 <= facts[variant]["accuracy"] <= 1.0
             assert abs(facts[variant]["accuracy"] - report[variant]["accuracy"]) <= 0.25
             graph = onnx.load(str(path)).graph
             assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= {n.op_type for n in graph.node}

@@ -5,6 +5,8 @@ with PyTorch and, with --data, accuracy on the eval split are the real check of 
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import torch
 
@@ -31,14 +33,15 @@ def reference_inputs(cfg, count: int) -> torch.Tensor:
     return torch.cat(batches)[:count]
 
 
-def check_shrunk(dense_path, pruned_path, pruned: torch.nn.Module) -> dict:
+def check_shrunk(dense_path, pruned_path, expected_channels: int) -> dict:
     dense_weights, pruned_weights = onnx_export.weight_elements(dense_path), onnx_export.weight_elements(pruned_path)
-    expected_channels = sum(m.out_channels for m in pruned.modules() if isinstance(m, torch.nn.Conv2d))
     found_channels = onnx_export.conv_output_channels(pruned_path)
     if expected_channels and found_channels != expected_channels:
         raise PipelineError(
             f"pruned.onnx has {found_channels} conv output channels, the pruned model {expected_channels}: the export did not keep the removal"
         )
+    if pruned_weights >= dense_weights:
+        raise PipelineError("pruned.onnx is not smaller than dense.onnx: nothing was removed (raise --ratio?)")
     return {
         "dense_weight_elements": dense_weights,
         "pruned_weight_elements": pruned_weights,
@@ -49,29 +52,29 @@ def check_shrunk(dense_path, pruned_path, pruned: torch.nn.Module) -> dict:
 
 def run(ctx: StageContext) -> None:
     cfg = ctx.cfg
-    example = example_input(cfg)
-    dense = dense_model(cfg)
     source = final_model_stage(ctx.run_dir)
-    pruned = pruned_model(cfg, ctx.run_dir, source=source)
-    dense_path, pruned_path = ctx.output("dense"), ctx.output("pruned")
-    onnx_export.export(dense, example, dense_path)
-    onnx_export.export(pruned, example, pruned_path)
-    shrink = check_shrunk(dense_path, pruned_path, pruned)
-    if shrink["pruned_weight_elements"] >= shrink["dense_weight_elements"]:
-        raise PipelineError("pruned.onnx is not smaller than dense.onnx: nothing was removed (raise --ratio?)")
     inputs = reference_inputs(cfg, PARITY_SAMPLES)
-    parity = {"dense": onnx_export.parity(dense, dense_path, inputs), "pruned": onnx_export.parity(pruned, pruned_path, inputs)}
+    batch = input_shape(cfg)[0]  # reference outputs at the profiled batch size, for each target's parity check
+    feed = reference_inputs(cfg, batch) if batch <= 256 else example_input(cfg).repeat(batch, 1, 1, 1)
+    expected, references, channels = {}, {"input": feed.numpy()}, 0
+    # one model at a time: a big model's export holds several copies of its weights
+    for variant in ("dense", "pruned"):
+        model = dense_model(cfg) if variant == "dense" else pruned_model(cfg, ctx.run_dir, source=source)
+        onnx_export.export(model, example_input(cfg), ctx.output(variant))
+        expected[variant] = onnx_export.outputs(model, inputs)
+        references[variant] = onnx_export.outputs(model, feed)
+        channels = sum(m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        del model
+        gc.collect()
+    shrink = check_shrunk(ctx.output("dense"), ctx.output("pruned"), channels)
+    parity = {variant: onnx_export.parity(expected[variant], ctx.output(variant), inputs) for variant in expected}
     for name, result in parity.items():
         if result["max_abs"] > 1e-3 * max(1.0, result["reference_max_abs"]):
             raise PipelineError(f"{name}.onnx differs from PyTorch by {result['max_abs']:.2e} (max abs): the export is wrong")
     if cfg.precision == "int8":
-        parity["int8"] = quantize_both(cfg, ctx.out, {"dense": dense, "pruned": pruned}, inputs)
+        parity["int8"] = quantize_both(cfg, ctx.out, expected, inputs)
     write_json(ctx.output("parity"), {**parity, "shrink": shrink, "source": source})
-    # Reference outputs at the profiled batch size, for each target's own parity check.
-    batch = input_shape(cfg)[0]
-    feed = reference_inputs(cfg, batch) if batch <= 256 else example.repeat(batch, 1, 1, 1)
-    with torch.no_grad():
-        np.savez(ctx.output("reference"), input=feed.numpy(), dense=dense(feed).numpy(), pruned=pruned(feed).numpy())
+    np.savez(ctx.output("reference"), **references)
     info(f"export: weights {shrink['weights_ratio']:.2f}x smaller, parity max abs {parity['pruned']['max_abs']:.1e}")
 
 
@@ -79,21 +82,22 @@ def int8_path(out, variant: str, flavour: str):
     return out / f"{variant}.int8-{flavour}.onnx"
 
 
-def quantize_both(cfg, out, models: dict, inputs: torch.Tensor) -> dict:
+def quantize_both(cfg, out, expected: dict, inputs: torch.Tensor) -> dict:
     """Q/DQ graphs of both variants, in each activation flavour the targets want, from the same
-    calibration images; their parity with PyTorch and accuracy: {flavour: {variant: facts}}."""
+    calibration images; their parity with PyTorch's `expected` outputs on `inputs` and accuracy:
+    {flavour: {variant: facts}}."""
     from exporters import TARGETS
     from exporters.quantize import CALIBRATION_IMAGES, to_qdq
 
     calibration = reference_inputs(cfg, min(cfg.calib_samples, CALIBRATION_IMAGES)).numpy()
     result: dict[str, dict] = {}
     for flavour in sorted({TARGETS.load_class(t).int8_activations for t in cfg.targets}):
-        for variant, model in models.items():
+        for variant, outputs in expected.items():
             path = int8_path(out, variant, flavour)
             facts = to_qdq(out / f"{variant}.onnx", path, calibration, flavour)
             result.setdefault(flavour, {})[variant] = {
                 **facts,
-                **onnx_export.parity(model, path, inputs),
+                **onnx_export.parity(outputs, path, inputs),
                 "accuracy": onnx_accuracy(cfg, path),
             }
         pruned = result[flavour]["pruned"]

@@ -12,6 +12,8 @@ import torch.nn as nn
 
 from pipeline.data.loaders import SYNTHETIC_LABEL
 
+BACKWARD_BYTES = 1 << 30  # what one calibration backward pass may hold for autograd
+
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     """(observations, channels): every sample and spatial position (or token) is an observation."""
@@ -225,25 +227,20 @@ def collect(model: nn.Module, batches, consumers: list[str], needs: tuple[str, .
     for name in consumers:
         handles.append(model.get_submodule(name).register_forward_pre_hook(make_hook(name)))
     grads = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in model.named_parameters()} if WEIGHT_GRADS in needs else {}
-    batches_seen = 0
+    batches_seen, chunk = 0, None
     try:
         for inputs, labels in batches:
+            with torch.no_grad():
+                labels = _labels_or_predictions(model, inputs, labels)
+            current_labels[:] = [labels]
             if backward:
-                inputs = inputs.clone().requires_grad_(True)
-                with torch.no_grad():
-                    labels = _labels_or_predictions(model, inputs, labels)
-                current_labels[:] = [labels]
-                model.zero_grad(set_to_none=True)
-                active[0] = True
-                loss = nn.functional.cross_entropy(model(inputs), labels)
-                active[0] = False
-                loss.backward()
+                chunk = chunk or backward_chunk(model, inputs)
+                _backward_in_chunks(model, inputs, labels, chunk, active, current_labels)
                 for n, p in model.named_parameters():
                     if n in grads and p.grad is not None:
                         grads[n] += p.grad.double()
             else:
                 with torch.no_grad():
-                    current_labels[:] = [_labels_or_predictions(model, inputs, labels)]
                     active[0] = True
                     model(inputs)
                     active[0] = False
@@ -260,6 +257,36 @@ def collect(model: nn.Module, batches, consumers: list[str], needs: tuple[str, .
     for n, g in grads.items():
         stats[f"{WEIGHT_GRADS}/{n}"] = g / max(batches_seen, 1)
     return stats
+
+
+def backward_chunk(model: nn.Module, inputs: torch.Tensor) -> int:
+    """Images per backward pass: as many as keep what autograd saves for the backward pass within
+    BACKWARD_BYTES (measured on one image). A 600-pixel EfficientNet saves gigabytes per image; a
+    CIFAR ResNet a few megabytes, so its batches stay whole."""
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(inputs[:1].detach().clone().requires_grad_(True))
+    return max(1, int(BACKWARD_BYTES // max(sum(saved.values()), 1)))
+
+
+def _backward_in_chunks(model, inputs, labels, chunk, active, current_labels) -> None:
+    """The gradients of the batch's mean cross-entropy, accumulated over chunks of `chunk` images
+    (each chunk's loss weighted by its share of the batch, so every gradient equals the whole batch's)."""
+    model.zero_grad(set_to_none=True)
+    for part, part_labels in zip(inputs.split(chunk), labels.split(chunk)):
+        current_labels[:] = [part_labels]
+        active[0] = True
+        loss = nn.functional.cross_entropy(model(part.clone().requires_grad_(True)), part_labels)
+        active[0] = False
+        (loss * (part.shape[0] / inputs.shape[0])).backward()
 
 
 def _labels_or_predictions(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -48,3 +48,21 @@ def test_unsupported_precision_is_a_clear_error(target_name, tmp_path):
 def test_block_is_a_power_of_two_channel_multiple(target_name):
     block = TARGETS.load(target_name)().block("fp32") if TARGETS.unavailable_reason(target_name) is None else 8
     assert block in (4, 8, 16, 32)
+
+
+def test_cpu_target_keeps_weights_past_the_flatbuffer_limit_beside_the_graph(tmp_path, monkeypatch):
+    from exporters import cpu
+
+    target = _available("cpu")
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)  # every model counts as one past 2 GB
+    torch.manual_seed(0)
+    model = build_model(TINY_SPECS["resnet"]).eval()
+    onnx_export.export(model, torch.randn(1, 3, 32, 32), tmp_path / "model.onnx")
+    out = tmp_path / "compiled"
+    out.mkdir()
+    target.compile(tmp_path / "model.onnx", out, "fp32")
+    assert sorted(p.name for p in out.iterdir()) == [cpu.BIG_MODEL_FILE, f"{cpu.BIG_MODEL_FILE}.data"]
+    batch = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(batch).numpy()
+    np.testing.assert_allclose(target.open(out, (2, 3, 32, 32), threads=1).run(batch.numpy()), expected, atol=1e-4, rtol=1e-3)

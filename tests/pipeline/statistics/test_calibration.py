@@ -2,6 +2,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from pipeline.statistics import calibration
 from pipeline.statistics.calibration import WEIGHT_GRADS, collect
 
 
@@ -76,3 +77,25 @@ def test_synthetic_labels_use_the_models_prediction_and_do_not_double_count():
     stats = collect(model, batches, ["2"], ("input_moments", "class_moments"))
     assert stats["input_moments/2/count"].item() == 3 * 5 * 36
     assert stats["class_moments/2/count"].sum().item() == 15
+
+
+def test_backward_chunk_fits_what_autograd_saves_into_the_budget(monkeypatch):
+    model, inputs = _conv_net(), _batches(count=1, size=6)[0][0]
+    assert calibration.backward_chunk(model, inputs) > 1000  # a few KB per image: batches stay whole
+    # the first conv saves its 3x6x6 input and the ReLU its 4x6x6 output, float32: 840 bytes an image
+    monkeypatch.setattr(calibration, "BACKWARD_BYTES", 2000)
+    assert 1 <= calibration.backward_chunk(model, inputs) <= 2
+
+
+def test_statistics_of_chunked_backward_passes_equal_the_whole_batch(monkeypatch):
+    needs = (WEIGHT_GRADS, "input_grads", "class_taylor", "input_moments")
+    batches = _batches(count=2, size=5)
+    whole = collect(_conv_net(), batches, ["2"], needs)
+    monkeypatch.setattr(calibration, "BACKWARD_BYTES", 1)  # one image per backward pass
+    model, sizes = _conv_net(), []
+    model[0].register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    chunked = collect(model, batches, ["2"], needs)
+    assert sizes == [1] * 11  # the one-image probe, then 2 batches of 5 single-image passes
+    assert whole.keys() == chunked.keys()
+    for key in whole:
+        torch.testing.assert_close(chunked[key], whole[key], rtol=1e-5, atol=1e-6)  # float32 sums, regrouped
