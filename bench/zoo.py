@@ -153,11 +153,14 @@ def run_one(spec: str, timeout: float, memory_gb: float) -> dict:
         output, _ = child.communicate()
         return {"status": "failed", "reason": f"timeout after {timeout:.0f} s", "seconds": round(time.time() - started)}
     seconds = round(time.time() - started, 1)
-    peak_gb = round(_child_peak_kb() / 2**20, 2)
+    stage_peaks = _stage_peaks(output)
+    # the run resets its high-water mark before each stage (the child's ru_maxrss with it): the run's
+    # peak is the largest of the stages' and of what the last reset left
+    peak_gb = round(max([_child_peak_kb() / 2**20, *stage_peaks.values()]), 2)
     result = {
         "seconds": seconds,
         "peak_rss_gb": peak_gb,
-        "stage_peaks_gb": _stage_peaks(output),
+        "stage_peaks_gb": stage_peaks,
         **_outcome(child.returncode, output),
     }
     if result["status"] == "ok":

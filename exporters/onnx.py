@@ -116,9 +116,15 @@ def ort_session(path: Path, threads: int | None = None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+OUTPUT_CHUNK_ELEMENTS = 1 << 22  # input elements per forward: 27 images at 224 pixels, 3 at 600
+
+
 def outputs(model: torch.nn.Module, inputs: torch.Tensor) -> np.ndarray:
+    """PyTorch's outputs on `inputs`, a few images per forward pass (a 600-pixel EfficientNet holds
+    gigabytes of activations per image)."""
+    rows = max(1, OUTPUT_CHUNK_ELEMENTS // max(inputs[:1].numel(), 1))
     with torch.no_grad():
-        return model.eval()(inputs).numpy()
+        return torch.cat([model.eval()(part) for part in inputs.split(rows)]).numpy()
 
 
 def _sqnr_db(expected: np.ndarray, actual: np.ndarray) -> float:

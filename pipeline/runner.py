@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pipeline.core.artifacts import StageWriter, read_manifest, sha256_json, write_json
 from pipeline.core.config import RunConfig, build_config
-from pipeline.core.errors import ArtifactError
+from pipeline.core.errors import ArtifactError, ResourceError, is_out_of_memory
 from pipeline.core.log import info
 from pipeline.stages import STAGES, StageSpec, stage
 
@@ -90,13 +90,27 @@ def run_stage(cfg: RunConfig, run_dir: Path, name: str, target: str | None = Non
     stage_function = getattr(importlib.import_module(module_name), function)
     from pipeline.stages.common import StageContext
 
-    with StageWriter(directory, name, {k: getattr(cfg, k) for k in spec.keys_for(cfg)}, key) as writer:
-        stage_function(StageContext(cfg=cfg, run_dir=run_dir, out=writer.path, target=target, name=name))
+    try:
+        with StageWriter(directory, name, {k: getattr(cfg, k) for k in spec.keys_for(cfg)}, key) as writer:
+            stage_function(StageContext(cfg=cfg, run_dir=run_dir, out=writer.path, target=target, name=name))
+    except (MemoryError, RuntimeError) as err:
+        if not is_out_of_memory(err):
+            raise
+        raise ResourceError(_out_of_memory_message(print_name, err)) from None
     _publish(run_dir, spec)
     _release_memory()
     peak = _peak_memory_gb()
     info(f"[{print_name}] done in {time.time() - started:.1f} s" + (f", peak memory {peak:.2f} GB" if peak else ""))
     return True
+
+
+def _out_of_memory_message(print_name: str, err: BaseException) -> str:
+    peak = _peak_memory_gb()
+    detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+    return (
+        f"[{print_name}] ran out of memory" + (f" at {peak:.1f} GB resident" if peak else "") + f" ({detail}); "
+        "finished stages are kept: free memory, lower --batch-size or --calib-samples, or run on a larger machine"
+    )
 
 
 def _reset_peak_memory() -> None:

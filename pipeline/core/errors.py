@@ -23,3 +23,16 @@ class ModelError(PipelineError):
 
 class DataError(PipelineError):
     """A data folder or input shape the pipeline cannot use."""
+
+
+class ResourceError(PipelineError):
+    """The machine ran out of what a stage needs (memory)."""
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Host or device memory exhausted: MemoryError, or the RuntimeError torch raises (CPU allocator,
+    CUDA's OutOfMemoryError)."""
+    text = str(err)
+    return isinstance(err, MemoryError) or (
+        isinstance(err, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+    )

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from pipeline.core.errors import ModelError
+from pipeline.core.errors import ModelError, is_out_of_memory
 from pipeline.models.clone import clone_model
 from pipeline.pruning.heads import is_head_attention
 from pipeline.pruning.surgery import (
@@ -60,6 +60,8 @@ def analyse(model: nn.Module, example: torch.Tensor, keep_patterns: tuple[str, .
         try:
             graph = build_graph(model, example)
         except Exception as err:  # tracing failures carry the layer in their message
+            if is_out_of_memory(err):
+                raise
             raise ModelError(f"the dependency graph cannot follow this model: {str(err).splitlines()[0]}") from None
         candidates = []
         for group in graph.get_all_groups(root_module_types=(nn.Conv2d, nn.Linear)):
@@ -96,7 +98,9 @@ def _left_out(model: nn.Module, example: torch.Tensor, reached: set[str]) -> tup
     try:
         with torch.no_grad():
             same = torch.equal(probe(example), model(example))
-    except Exception:
+    except Exception as err:
+        if is_out_of_memory(err):
+            raise
         same = False
     if not same:
         return [], [
@@ -185,6 +189,8 @@ def _compare_removal(probe: nn.Module, model: nn.Module, example: torch.Tensor, 
         with torch.no_grad():
             output = probe(example)
     except Exception as err:
+        if is_out_of_memory(err):
+            raise  # the machine's limit, not the model's: never a reason to keep a group whole
         return (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
     if output.shape != reference.shape:
         return f"output shape {tuple(output.shape)} instead of {tuple(reference.shape)}"

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn as nn
 
-from pipeline.core.errors import ModelError
+from pipeline.core.errors import ModelError, is_out_of_memory
 from pipeline.pruning.heads import boundary_pruner, head_columns, head_rows, is_head_attention, remove_heads
 
 KINDS = ("channel", "neuron", "head")
@@ -298,6 +298,8 @@ def apply_removal(
             with torch.no_grad():
                 model(example)
         except Exception as err:
+            if is_out_of_memory(err):
+                raise
             raise ModelError(
                 f"the pruned model no longer runs ({str(err).splitlines()[0]}); this is a bug, please report it"
             ) from None

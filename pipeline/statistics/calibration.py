@@ -36,6 +36,7 @@ class InputMoments:
 
     name = "input_moments"
     needs_grad = False
+    CHUNK_ELEMENTS = 1 << 24  # float64 copies of at most 128 MB at a time: a 600-pixel layer's input is gigabytes
 
     def __init__(self, modules: list[str]):
         self.count: dict[str, float] = {}
@@ -43,7 +44,11 @@ class InputMoments:
         self.m2: dict[str, torch.Tensor] = {}
 
     def on_input(self, module: str, x: torch.Tensor, labels: torch.Tensor) -> None:
-        obs = _channels_last(x.detach()).double()
+        rows = max(1, self.CHUNK_ELEMENTS // max(x[:1].numel(), 1))
+        for part in x.detach().split(rows):
+            self._merge(module, _channels_last(part).double())
+
+    def _merge(self, module: str, obs: torch.Tensor) -> None:
         n_b = obs.shape[0]
         mean_b = obs.mean(0)
         m2_b = ((obs - mean_b) ** 2).sum(0)

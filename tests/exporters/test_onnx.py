@@ -64,3 +64,14 @@ def test_a_graph_too_big_for_one_message_keeps_its_weights_in_one_data_file(tmp_
     # f32 explicitly: on CPUs with bf16 units the plugin would otherwise compute in bf16
     compiled = openvino.Core().compile_model(openvino.convert_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     assert abs(compiled(inputs.numpy())[0] - onnx_export.outputs(model, inputs)).max() < 1e-4
+
+
+def test_outputs_in_chunks_equal_one_forward(monkeypatch):
+    torch.manual_seed(0)
+    model, inputs, sizes = build_model(TINY_SPECS["resnet"]).eval(), torch.randn(5, 3, 32, 32), []
+    with torch.no_grad():
+        whole = model(inputs).numpy()
+    model.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    monkeypatch.setattr(onnx_export, "OUTPUT_CHUNK_ELEMENTS", 2 * 3 * 32 * 32)
+    np.testing.assert_allclose(onnx_export.outputs(model, inputs), whole, rtol=1e-5, atol=1e-6)
+    assert sizes == [2, 2, 1]

@@ -24,3 +24,20 @@ def test_a_scorer_reruns_only_for_the_settings_it_declares(tmp_path):
         assert key(scorer="l1", **setting) == key(scorer="l1")
     assert key(scorer="snip", snip_at_init=True) != key(scorer="snip")
     assert key(scorer="cswap", macs_reduction=2.0) == key(scorer="cswap")  # the budget is the prune stage's
+
+
+def test_a_stage_out_of_memory_is_one_line_and_leaves_nothing_half_written(tmp_path, monkeypatch):
+    import pytest
+
+    from pipeline.core.errors import ResourceError
+    from pipeline.runner import run_stage
+    from pipeline.stages import calibrate
+
+    def exhausted(ctx):
+        (ctx.out / "stats.partial").write_text("half")
+        raise MemoryError()
+
+    monkeypatch.setattr(calibrate, "run", exhausted)
+    with pytest.raises(ResourceError, match=r"^\[calibrate\] ran out of memory .*lower --batch-size"):
+        run_stage(RunConfig(), tmp_path, "calibrate")
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]

@@ -77,3 +77,15 @@ def test_channel_shuffle_prunes_its_branches_and_keeps_the_shuffled_channels_who
     assert any("hard-codes the channel count" in note and "branch2.5" in note for note in analysis.notes)  # shuffled
     pruned = _prune_half(clone_model(model), analysis)
     assert pruned(EXAMPLE).shape == (1, 10)
+
+
+def test_running_out_of_memory_in_a_trial_is_not_a_reason_to_keep_a_group(monkeypatch):
+    from pipeline.pruning import analysis
+    from tests.tiny_models import tiny_resnet
+
+    def exhausted(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1105920000 bytes")
+
+    monkeypatch.setattr(analysis, "apply_removal", exhausted)
+    with pytest.raises(RuntimeError, match="allocate memory"):  # the stage reports it; no group is noted away
+        analyse(tiny_resnet().eval(), torch.randn(1, 3, 32, 32))

@@ -99,3 +99,15 @@ def test_statistics_of_chunked_backward_passes_equal_the_whole_batch(monkeypatch
     assert whole.keys() == chunked.keys()
     for key in whole:
         torch.testing.assert_close(chunked[key], whole[key], rtol=1e-5, atol=1e-6)  # float32 sums, regrouped
+
+
+def test_input_moments_merged_one_sample_at_a_time_equal_the_whole_batch(monkeypatch):
+    batches = _batches(count=2, size=5)
+    whole = collect(_conv_net(), batches, ["2"], ("input_moments",))
+    monkeypatch.setattr(calibration.InputMoments, "CHUNK_ELEMENTS", 1)  # one sample per float64 copy
+    merges, merge = [], calibration.InputMoments._merge
+    monkeypatch.setattr(calibration.InputMoments, "_merge", lambda self, m, obs: merges.append(obs.shape) or merge(self, m, obs))
+    chunked = collect(_conv_net(), batches, ["2"], ("input_moments",))
+    assert merges == [(36, 4)] * 10  # 2 batches of 5 images, 6x6 positions each
+    for key in whole:
+        torch.testing.assert_close(chunked[key], whole[key])
