@@ -126,6 +126,12 @@ def _shape(ctx, param, value):
 @click.option("--batch-size", type=int, help="Batch size of calibration, evaluation and distillation  [default: 64]")
 @click.option("--seed", type=int, help="[default: 0]")
 @click.option(
+    "--memory-budget",
+    type=float,
+    metavar="GB",
+    help="Memory the run may use; a model whose weights need more is refused before any stage  [default: what is available]",
+)
+@click.option(
     "--until",
     type=click.Choice([name for name in NAMES if name != "report"]),
     help="Stop after this stage.",

@@ -8,7 +8,10 @@ import os
 from pathlib import Path
 
 from pipeline.core.config import DEFAULT_RATIO, RunConfig
-from pipeline.core.errors import ArtifactError, ConfigError, PluginUnavailableError
+from pipeline.core.errors import ArtifactError, ConfigError, PluginUnavailableError, ResourceError
+
+BASE_MEMORY_GB = 1.2  # the process with torch, ONNX Runtime and a data loader
+WEIGHT_COPIES = 5.5  # copies of the weights the heaviest stage holds at once (export: tracer, graph, file)
 
 
 def check_and_resolve(cfg: RunConfig) -> RunConfig:
@@ -20,7 +23,38 @@ def check_and_resolve(cfg: RunConfig) -> RunConfig:
         from pipeline.data.sources import check_source
 
         check_source(cfg.data)
+    check_memory(cfg)
     return cfg
+
+
+def check_memory(cfg: RunConfig) -> None:
+    """Refuse a model whose weights alone need more memory than the run may use: exporting it and
+    trying removals hold several copies of them (measured: ViT-L/32's 1.2 GB of weights peak at 7.9 GB)."""
+    from pipeline.models.build import weight_bytes
+
+    budget = cfg.memory_budget if cfg.memory_budget is not None else available_memory_gb()
+    weights = weight_bytes(cfg.model, cfg.model_args)
+    if budget is None or weights is None:
+        return
+    need = BASE_MEMORY_GB + WEIGHT_COPIES * weights / 2**30
+    if need > budget:
+        raise ResourceError(
+            f"{cfg.model} has {weights / 2**30:.2f} GB of weights: exporting and pruning it needs at least {need:.1f} GB "
+            f"of memory, over the {budget:.1f} GB this run may use (--memory-budget; default: the memory available now)"
+        )
+
+
+def available_memory_gb() -> float | None:
+    """MemAvailable, or the address-space limit where that is lower (Linux; elsewhere no check)."""
+    import resource
+
+    try:
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        available = int(meminfo["MemAvailable"].split()[0]) / 2**20
+    except (OSError, KeyError, ValueError):
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    return min(available, limit / 2**30) if limit != resource.RLIM_INFINITY else available
 
 
 def resolve(cfg: RunConfig) -> RunConfig:

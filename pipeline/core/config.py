@@ -73,6 +73,7 @@ class RunConfig:
     eval_samples: int | None = None
     batch_size: int = 64
     workers: int = 0
+    memory_budget: float | None = None  # GB the run may use (checked at preflight); None: what is available
     seed: int = 0
     out: str | None = None
     name: str | None = None
@@ -114,6 +115,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"unknown ranking '{cfg.ranking}'; valid: {', '.join(RANKINGS)}")
     if cfg.compensate not in COMPENSATIONS:
         raise ConfigError(f"unknown compensation '{cfg.compensate}'; valid: {', '.join(COMPENSATIONS)}")
+    if cfg.memory_budget is not None and cfg.memory_budget <= 0:
+        raise ConfigError(f"--memory-budget must be > 0 (GB), got {cfg.memory_budget}")
     if cfg.lstsq_ridge <= 0:
         raise ConfigError(f"lstsq_ridge must be > 0, got {cfg.lstsq_ridge}")
     if cfg.regularize not in REGULARISERS:

@@ -33,6 +33,12 @@ def reference_inputs(cfg, count: int) -> torch.Tensor:
     return torch.cat(batches)[:count]
 
 
+def conv_channels(model: torch.nn.Module) -> int:
+    """Output channels of the convolutions ONNX writes as Conv: 1-D ones too (ECA attention), not transposed ones."""
+    convs = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    return sum(m.out_channels for m in model.modules() if isinstance(m, convs))
+
+
 def check_shrunk(dense_path, pruned_path, expected_channels: int) -> dict:
     dense_weights, pruned_weights = onnx_export.weight_elements(dense_path), onnx_export.weight_elements(pruned_path)
     found_channels = onnx_export.conv_output_channels(pruned_path)
@@ -63,7 +69,7 @@ def run(ctx: StageContext) -> None:
         onnx_export.export(model, example_input(cfg), ctx.output(variant))
         expected[variant] = onnx_export.outputs(model, inputs)
         references[variant] = onnx_export.outputs(model, feed)
-        channels = sum(m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        channels = conv_channels(model)
         del model
         gc.collect()
     shrink = check_shrunk(ctx.output("dense"), ctx.output("pruned"), channels)
