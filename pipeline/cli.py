@@ -187,20 +187,22 @@ def _stage_command(name: str, per_target: bool):
     def command(run_dir, force, target=None):
         from pathlib import Path
 
+        from pipeline.core.rundir import locked
         from pipeline.runner import load_run_config, run_stage
 
         cfg = load_run_config(Path(run_dir))
-        if target is not None and target not in cfg.targets:  # the run gains a target: the report shows it
-            from pipeline.core.log import info
-            from pipeline.runner import save_config
+        with locked(Path(run_dir)):
+            if target is not None and target not in cfg.targets:  # the run gains a target: the report shows it
+                from pipeline.core.log import info
+                from pipeline.runner import save_config
 
-            info(
-                f"{target}: added to the run's targets; the prune stage rounded kept widths for "
-                f"{', '.join(cfg.targets)} only (`pipeline run ... --target {target}` rounds for it too)"
-            )
-            cfg = cfg.replace(targets=(*cfg.targets, target))
-            save_config(cfg, Path(run_dir))
-        run_stage(cfg, Path(run_dir), name, target, force)
+                info(
+                    f"{target}: added to the run's targets; the prune stage rounded kept widths for "
+                    f"{', '.join(cfg.targets)} only (`pipeline run ... --target {target}` rounds for it too)"
+                )
+                cfg = cfg.replace(targets=(*cfg.targets, target))
+                save_config(cfg, Path(run_dir))
+            run_stage(cfg, Path(run_dir), name, target, force)
 
     command.__doc__ = f"Run the {name} stage on an existing run directory."
     if per_target:

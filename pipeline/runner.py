@@ -11,7 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
-from pipeline.core.artifacts import StageWriter, read_manifest, sha256_json, write_json
+from pipeline.core.artifacts import StageWriter, changed_outputs, read_manifest, sha256_json, write_json
 from pipeline.core.config import RunConfig, build_config
 from pipeline.core.errors import ArtifactError, ResourceError, is_out_of_memory
 from pipeline.core.log import info
@@ -81,8 +81,11 @@ def run_stage(cfg: RunConfig, run_dir: Path, name: str, target: str | None = Non
     key = fingerprint(cfg, run_dir, spec, target)
     manifest = read_manifest(directory)
     if not force and manifest is not None and manifest.get("fingerprint") == key:
-        info(f"[{print_name}] up to date, skipped")
-        return False
+        changed = changed_outputs(directory, manifest)
+        if not changed:
+            info(f"[{print_name}] up to date, skipped")
+            return False
+        info(f"[{print_name}] its outputs changed since it ran ({'; '.join(changed[:3])}): running it again")
     info(f"[{print_name}] running")
     started = time.time()
     _reset_peak_memory()
@@ -176,17 +179,19 @@ def load_run_config(run_dir: Path) -> RunConfig:
 
 
 def run_pipeline(cfg: RunConfig, force: bool = False, until: str | None = None) -> Path:
+    from pipeline.core.rundir import locked
     from pipeline.preflight import check_and_resolve, check_writable
 
     cfg = check_and_resolve(cfg)
     run_dir = run_dir_of(cfg)
     check_writable(run_dir)
-    save_config(cfg, run_dir)
-    for spec in STAGES:
-        if not spec.runs(cfg):
-            shutil.rmtree(spec.directory(run_dir), ignore_errors=True)  # a stale student must not be exported
-            continue
-        run_stage(cfg, run_dir, spec.name, force=force)
-        if until == spec.name:
-            break
+    with locked(run_dir):
+        save_config(cfg, run_dir)
+        for spec in STAGES:
+            if not spec.runs(cfg):
+                shutil.rmtree(spec.directory(run_dir), ignore_errors=True)  # a stale student must not be exported
+                continue
+            run_stage(cfg, run_dir, spec.name, force=force)
+            if until == spec.name:
+                break
     return run_dir

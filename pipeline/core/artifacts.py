@@ -79,6 +79,24 @@ def read_manifest(stage_dir: Path) -> dict | None:
         return None
 
 
+HASHED_ON_RESUME_BYTES = 64 << 20  # larger outputs (ONNX graphs, engines) are checked by size alone
+
+
+def changed_outputs(stage_dir: Path, manifest: dict) -> list[str]:
+    """The outputs of a finished stage that are missing or no longer what its manifest recorded:
+    every file's presence and size, and the hash of those small enough to read at each resume."""
+    sizes, changed = manifest.get("sizes", {}), []
+    for name, digest in manifest.get("outputs", {}).items():
+        path = Path(stage_dir) / name
+        if not path.is_file():
+            changed.append(f"{name} is missing")
+        elif name in sizes and path.stat().st_size != sizes[name]:
+            changed.append(f"{name} changed size")
+        elif path.stat().st_size <= HASHED_ON_RESUME_BYTES and sha256_file(path) != digest:
+            changed.append(f"{name} changed")
+    return changed
+
+
 class StageWriter:
     """Context manager giving a temporary directory for a stage's files.
 
@@ -115,6 +133,7 @@ class StageWriter:
             "fingerprint": self.fingerprint,
             "config": self.config,
             "outputs": outputs,
+            "sizes": {str(p.relative_to(self.path)): p.stat().st_size for p in files},
             "outputs_digest": sha256_json(outputs),
             "versions": library_versions(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self._started)),

@@ -204,10 +204,57 @@ def build_config(file: str | Path | None = None, **overrides: Any) -> RunConfig:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown config key(s): {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+    coerced = {k: _coerce(k, v) for k, v in values.items()}
+    _check_types(coerced)
     try:
-        return RunConfig(**{k: _coerce(k, v) for k, v in values.items()})
+        return RunConfig(**coerced)
     except TypeError as err:
         raise ConfigError(f"bad config value: {err}") from None
+
+
+def _check_types(values: dict[str, Any]) -> None:
+    """Each value against its field's annotation, before any range check compares it to a number."""
+    import typing
+
+    hints = typing.get_type_hints(RunConfig)
+    for name, value in values.items():
+        if not _has_type(value, hints[name]):
+            raise ConfigError(f"config key '{name}' must be {_describe(hints[name])}, got {value!r}")
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint in (bool, str):
+        return isinstance(value, hint)
+    if origin is tuple:
+        return isinstance(value, tuple) and all(_has_type(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return True  # Any
+
+
+def _describe(hint: Any) -> str:
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in args)
+    if origin is tuple:
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    names = {float: "a number", int: "an integer", bool: "true or false", str: "a string", type(None): "null"}
+    return names.get(hint, "a mapping" if origin is dict else str(hint))
 
 
 def load_yaml(file: str | Path) -> dict[str, Any]:

@@ -1,3 +1,5 @@
+import pytest
+
 from pipeline.core.config import RunConfig
 from pipeline.runner import fingerprint
 from pipeline.stages import stage
@@ -27,8 +29,6 @@ def test_a_scorer_reruns_only_for_the_settings_it_declares(tmp_path):
 
 
 def test_a_stage_out_of_memory_is_one_line_and_leaves_nothing_half_written(tmp_path, monkeypatch):
-    import pytest
-
     from pipeline.core.errors import ResourceError
     from pipeline.runner import run_stage
     from pipeline.stages import calibrate
@@ -41,3 +41,29 @@ def test_a_stage_out_of_memory_is_one_line_and_leaves_nothing_half_written(tmp_p
     with pytest.raises(ResourceError, match=r"^\[calibrate\] ran out of memory .*lower --batch-size"):
         run_stage(RunConfig(), tmp_path, "calibrate")
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "edit"])
+def test_a_finished_stage_whose_output_was_damaged_runs_again(tmp_path, monkeypatch, capsys, damage):
+    from pipeline.runner import run_stage
+    from pipeline.stages import calibrate
+
+    runs = []
+
+    def writes_stats(ctx):
+        runs.append(1)
+        (ctx.out / "stats.safetensors").write_bytes(b"0123456789")
+
+    monkeypatch.setattr(calibrate, "run", writes_stats)
+    assert run_stage(RunConfig(), tmp_path, "calibrate") and not run_stage(RunConfig(), tmp_path, "calibrate")
+    assert "up to date, skipped" in capsys.readouterr().err
+    output = tmp_path / "calibrate" / "stats.safetensors"
+    {
+        "delete": output.unlink,
+        "truncate": lambda: output.write_bytes(b"01234"),
+        "edit": lambda: output.write_bytes(b"0123456780"),
+    }[damage]()
+    assert run_stage(RunConfig(), tmp_path, "calibrate") and len(runs) == 2
+    said = {"delete": "is missing", "truncate": "changed size", "edit": "changed"}[damage]
+    assert f"[calibrate] its outputs changed since it ran (stats.safetensors {said}): running it again" in capsys.readouterr().err
+    assert output.read_bytes() == b"0123456789"

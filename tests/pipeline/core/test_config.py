@@ -52,3 +52,26 @@ def test_parse_shape_accepts_commas_and_x():
     assert parse_shape("1x3x32x32") == (1, 3, 32, 32)
     with pytest.raises(ConfigError):
         parse_shape("a,b")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("ratio: half", "config key 'ratio' must be a number or null, got 'half'"),
+        ("strict: 3", "config key 'strict' must be true or false, got 3"),
+        ("batch_sizes: [1, x]", "config key 'batch_sizes' must be a list of integers, got (1, 'x')"),
+        ("scorer: 3", "config key 'scorer' must be a string, got 3"),
+    ],
+)
+def test_a_value_of_the_wrong_type_names_the_key_and_the_type(tmp_path, line, message):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(line + "\n")
+    with pytest.raises(ConfigError) as caught:
+        build_config(recipe)
+    assert str(caught.value) == message
+
+
+def test_integers_are_numbers(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("macs_reduction: 2\nprofile_seconds: 1\n")
+    assert build_config(recipe).macs_reduction == 2
