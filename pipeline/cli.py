@@ -97,6 +97,7 @@ def _shape(ctx, param, value):
 @click.option("--distill-epochs", type=int, help="Knowledge-distillation epochs after pruning  [default: 0]")
 @click.option("--distill-optimizer", type=click.Choice(["sgd", "adamw"]), help="[default: sgd]")
 @click.option("--distill-lr", type=float, help="[default: 0.01]")
+@click.option("--train-samples", type=int, help="Training images per epoch of distillation  [default: the whole train split]")
 @click.option("--distill-temperature", type=float, help="[default: 4]")
 @click.option("--distill-alpha", type=float, help="Weight of the distillation term  [default: 0.9]")
 @click.option(

@@ -95,7 +95,7 @@ def run_stage(cfg: RunConfig, run_dir: Path, name: str, target: str | None = Non
 
     try:
         with StageWriter(directory, name, {k: getattr(cfg, k) for k in spec.keys_for(cfg)}, key) as writer:
-            stage_function(StageContext(cfg=cfg, run_dir=run_dir, out=writer.path, target=target, name=name))
+            stage_function(StageContext(cfg=cfg, run_dir=run_dir, out=writer.path, target=target, name=name, key=key))
     except (MemoryError, RuntimeError) as err:
         if not is_out_of_memory(err):
             raise

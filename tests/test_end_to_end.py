@@ -128,6 +128,7 @@ def test_distillation_records_history_and_final_accuracy(tmp_path, image_folder)
     report = json.loads((out / "report.json").read_text())
     assert report["pruned"]["accuracy"] == pytest.approx(float(history[-1]["accuracy"]))
     assert json.loads((out / "export" / "parity.json").read_text())["source"] == "distill"
+    assert not (out / ".distill-checkpoint").exists()  # per-epoch checkpoints go once the stage is complete
 
 
 def test_stage_commands_work_on_a_run_directory(tmp_path):

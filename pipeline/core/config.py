@@ -55,7 +55,7 @@ class RunConfig:
     distill_alpha: float = 0.9  # weight of the distillation loss; 1 - alpha on the labels
     distill_optimizer: str = "sgd"
     distill_lr: float = 0.01
-    distill_samples: int | None = None  # training images per epoch; None: the whole train split
+    train_samples: int | None = None  # training images per epoch (distillation, iterative fine-tuning); None: all
     regularize: str = "none"  # none | class-aware (L1 + kernel orthogonality while fine-tuning)
     iterative: bool = False  # prune at most 10% per step, fine-tune between, stop at the accuracy tolerance
     max_acc_drop: float = 0.005  # accuracy (fraction) a step may lose against the dense model
@@ -194,6 +194,9 @@ def _coerce(name: str, value: Any) -> Any:
     return value
 
 
+RENAMED = {"distill_samples": "train_samples"}
+
+
 def build_config(file: str | Path | None = None, **overrides: Any) -> RunConfig:
     """YAML file values, then overrides that are not None; unknown keys are errors."""
     known = {f.name for f in dataclasses.fields(RunConfig)}
@@ -201,6 +204,9 @@ def build_config(file: str | Path | None = None, **overrides: Any) -> RunConfig:
     if file is not None:
         values.update(load_yaml(file))
     values.update({k: v for k, v in overrides.items() if v is not None})
+    for old, new in RENAMED.items():  # recipes and run directories written before the rename
+        if old in values:
+            values.setdefault(new, values.pop(old))
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown config key(s): {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")

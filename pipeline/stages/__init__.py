@@ -11,7 +11,7 @@ from pipeline.core.errors import ConfigError
 
 # fields of the training loop that the prune stage depends on only with --iterative
 _TRAINING_KEYS = ("distill_epochs", "distill_optimizer", "distill_lr", "distill_temperature", "distill_alpha",
-                  "distill_samples", "regularize")  # fmt: skip
+                  "train_samples", "regularize")  # fmt: skip
 
 
 @dataclass(frozen=True)

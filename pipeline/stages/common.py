@@ -27,6 +27,7 @@ class StageContext:
     out: Path  # the stage's (temporary) output directory
     target: str | None = None
     name: str = ""  # the stage running
+    key: str = ""  # its input fingerprint (pipeline.runner.fingerprint)
 
     def stage_dir(self, name: str) -> Path:
         return self.run_dir / name

@@ -176,7 +176,7 @@ def _iterative(ctx: StageContext, model, example, groups, scores, kept, calibrat
     cfg, spec = ctx.cfg, data_spec(ctx.cfg)
     scorer = scorer_class(cfg)()
     evaluation = eval_loader(spec, cfg.eval_samples, cfg.batch_size, cfg.seed, cfg.workers)
-    training = train_loader(spec, cfg.distill_samples, cfg.batch_size, cfg.seed, cfg.workers)
+    training = train_loader(spec, cfg.train_samples, cfg.batch_size, cfg.seed, cfg.workers)
 
     def rescore(current, current_groups):
         consumers = sorted({c.module for g in current_groups for c in g.consumers})

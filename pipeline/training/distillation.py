@@ -3,12 +3,15 @@ regularisers a criterion may ask for (Class-Aware Pruning's L1 and kernel orthog
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline.core.log import info
 from pipeline.data.loaders import SYNTHETIC_LABEL
 
 
@@ -71,21 +74,36 @@ class TrainingOptions:
 
 
 def finetune(
-    student: nn.Module, teacher: nn.Module, loader, options: TrainingOptions, *, on_batch=None, on_epoch=None
+    student: nn.Module,
+    teacher: nn.Module,
+    loader,
+    options: TrainingOptions,
+    *,
+    on_batch=None,
+    on_epoch=None,
+    checkpoint: Path | None = None,
+    history: list | None = None,
 ) -> list[float]:
-    """Distil `teacher` into `student` for `epochs` (one-cycle schedule); returns each epoch's mean loss."""
+    """Distil `teacher` into `student` for `epochs` (one-cycle schedule); returns each epoch's mean loss.
+
+    `on_epoch(epoch, loss)`'s return values are appended to `history`. With `checkpoint`, everything an
+    epoch leaves (weights, optimiser, schedule, random states, losses, history) is saved there after
+    it, and a checkpoint found at the start is resumed from: a killed run re-run ends as if never killed."""
     teacher.eval()
     epochs = options.epochs
     opt = make_optimizer(options.optimizer, student.parameters(), options.lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=options.lr, total_steps=max(1, epochs * len(loader)), pct_start=0.1
     )
-    losses = []
-    for epoch in range(1, epochs + 1):
+    history = [] if history is None else history
+    losses, done = [], 0
+    if checkpoint is not None and checkpoint.is_file():
+        done, losses = _resume(checkpoint, student, opt, schedule, loader, history)
+    for epoch in range(done + 1, epochs + 1):
         student.train()
         total, batches = 0.0, 0
         for inputs, labels in loader:
-            with torch.no_grad():
+            with torch.no_grad():  # the teacher's logits, once per batch
                 teacher_logits = logits_of(teacher(inputs))
             loss = distillation_loss(logits_of(student(inputs)), teacher_logits, labels, options.temperature, options.alpha)
             if options.regularise == "class-aware":
@@ -99,6 +117,39 @@ def finetune(
                 on_batch()
         student.eval()
         losses.append(total / max(batches, 1))
-        if on_epoch is not None:
-            on_epoch(epoch, losses[-1])
+        history.append(on_epoch(epoch, losses[-1]) if on_epoch is not None else None)
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, epoch, student, opt, schedule, loader, losses, history)
     return losses
+
+
+def _save_checkpoint(path: Path, epoch: int, student, opt, schedule, loader, losses, history) -> None:
+    generator = getattr(loader, "generator", None)
+    state = {
+        "epoch": epoch,
+        "student": student.state_dict(),
+        "optimizer": opt.state_dict(),
+        "schedule": schedule.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "loader_rng": generator.get_state() if generator is not None else None,
+        "losses": losses,
+        "history": history,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a kill while saving leaves the previous epoch's checkpoint whole
+
+
+def _resume(path: Path, student, opt, schedule, loader, history: list) -> tuple[int, list[float]]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    student.load_state_dict(state["student"])
+    opt.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    torch.set_rng_state(state["torch_rng"])
+    generator = getattr(loader, "generator", None)
+    if generator is not None and state["loader_rng"] is not None:
+        generator.set_state(state["loader_rng"])  # the next epoch shuffles as it would have
+    history[:] = state["history"]
+    info(f"distill: resumed after epoch {state['epoch']} from {path}")
+    return state["epoch"], list(state["losses"])
