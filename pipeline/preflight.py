@@ -11,7 +11,8 @@ from pipeline.core.config import DEFAULT_RATIO, RunConfig
 from pipeline.core.errors import ArtifactError, ConfigError, PluginUnavailableError, ResourceError
 
 BASE_MEMORY_GB = 1.2  # the process with torch, ONNX Runtime and a data loader
-WEIGHT_COPIES = 5.5  # copies of the weights the heaviest stage holds at once (export: tracer, graph, file)
+WEIGHT_COPIES = 5.3  # copies of the weights the heaviest stage holds at once (see check_memory)
+ACTIVATION_COPIES = 2.0  # of one image's activations
 
 
 def check_and_resolve(cfg: RunConfig) -> RunConfig:
@@ -28,19 +29,26 @@ def check_and_resolve(cfg: RunConfig) -> RunConfig:
 
 
 def check_memory(cfg: RunConfig) -> None:
-    """Refuse a model whose weights alone need more memory than the run may use: exporting it and
-    trying removals hold several copies of them (measured: ViT-L/32's 1.2 GB of weights peak at 7.9 GB)."""
-    from pipeline.models.build import weight_bytes
+    """Refuse, before any stage, a model that needs more memory than the run may use. Its heaviest
+    stages hold several copies of the weights (export: tracer, graph, file) and, while the dependency
+    graph and the ONNX tracer follow a forward pass, every activation of one image, twice over.
+    Fitted to the zoo's stage peaks: ViT-L/16 (1.13 GB of weights) 7.9 GB, EfficientNet-B7 at 600
+    pixels (3.2 GB of activations) 9.1 GB, EfficientNet-B6 at 528 pixels 6.2 GB."""
+    from pipeline.models.footprint import footprint
 
     budget = cfg.memory_budget if cfg.memory_budget is not None else available_memory_gb()
-    weights = weight_bytes(cfg.model, cfg.model_args)
-    if budget is None or weights is None:
+    needs = footprint(cfg.model, cfg.model_args, tuple(cfg.input_shape[1:])) if budget is not None else None
+    if needs is None:
         return
-    need = BASE_MEMORY_GB + WEIGHT_COPIES * weights / 2**30
+    weights, activations = needs.weight_bytes / 2**30, (needs.activation_bytes or 0) / 2**30
+    need = BASE_MEMORY_GB + WEIGHT_COPIES * weights + ACTIVATION_COPIES * activations
     if need > budget:
+        shape = "x".join(map(str, cfg.input_shape[1:]))
+        per_image = f" and {activations:.2f} GB of activations per image" if needs.activation_bytes is not None else ""
         raise ResourceError(
-            f"{cfg.model} has {weights / 2**30:.2f} GB of weights: exporting and pruning it needs at least {need:.1f} GB "
-            f"of memory, over the {budget:.1f} GB this run may use (--memory-budget; default: the memory available now)"
+            f"{cfg.model} at {shape} has {weights:.2f} GB of weights{per_image}: "
+            f"pruning and exporting it needs about {need:.1f} GB of memory, over the {budget:.1f} GB this run may use "
+            "(--memory-budget; default: the memory available now)"
         )
 
 

@@ -29,20 +29,6 @@ def preprocessing_of(spec_text: str, model_args: dict | None = None) -> Preproce
     return family_of(spec_text).preprocessing(parse_spec(spec_text).name, dict(model_args or {}))
 
 
-def weight_bytes(spec_text: str, model_args: dict | None = None) -> int | None:
-    """Bytes of the model's parameters and buffers, from a build on the meta device (no memory, no
-    initialisation), else a real one freed at once; None where the model does not build at all."""
-    spec, family, args = parse_spec(spec_text), family_of(spec_text), dict(model_args or {})
-    for device in ("meta", "cpu"):  # some constructors read tensor values, which the meta device has not
-        try:
-            with torch.device(device):
-                model = family.build(spec.name, None, args)
-        except Exception:
-            continue
-        return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
-    return None
-
-
 def build_model(
     spec_text: str, weights: str | None = None, num_classes: int | None = None, model_args: dict | None = None
 ) -> nn.Module:
