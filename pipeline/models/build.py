@@ -109,3 +109,18 @@ def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], strict: boo
     state = OrderedDict(tensors)
     state._metadata = getattr(model.state_dict(), "_metadata", OrderedDict())  # type: ignore[attr-defined]
     model.load_state_dict(state, strict=strict)
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    """The model's state dict as safetensors. safetensors refuses tensors that share memory (tied
+    weights, one buffer under two names): each such name gets its own copy, and loading into the
+    rebuilt model writes both copies into the one shared tensor again."""
+    from safetensors.torch import save_file
+
+    seen: set[tuple[int, int]] = set()
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes())
+        tensors[name] = tensor.contiguous() if key not in seen and tensor.numel() else tensor.clone().contiguous()
+        seen.add(key)
+    save_file(tensors, str(path))

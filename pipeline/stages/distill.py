@@ -8,10 +8,10 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from pipeline.core.log import info, progress
 from pipeline.data.loaders import accuracy, eval_loader, train_loader
+from pipeline.models.build import save_weights
 from pipeline.stages.common import StageContext, data_spec, dense_model, pruned_model, training_options
 from pipeline.training.distillation import finetune
 
@@ -50,7 +50,7 @@ def run(ctx: StageContext) -> None:
         writer = csv.DictWriter(handle, fieldnames=["epoch", "loss", "accuracy"])
         writer.writeheader()
         writer.writerows(history)
-    save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(ctx.output("weights")))
+    save_weights(student, ctx.output("weights"))
     shutil.rmtree(checkpoint.parent, ignore_errors=True)  # the stage's outputs replace it
 
 

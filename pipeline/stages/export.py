@@ -33,10 +33,19 @@ def reference_inputs(cfg, count: int) -> torch.Tensor:
     return torch.cat(batches)[:count]
 
 
-def conv_channels(model: torch.nn.Module) -> int:
-    """Output channels of the convolutions ONNX writes as Conv: 1-D ones too (ECA attention), not transposed ones."""
-    convs = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
-    return sum(m.out_channels for m in model.modules() if isinstance(m, convs))
+def conv_channels(model: torch.nn.Module, example: torch.Tensor) -> int:
+    """Output channels of the convolutions ONNX writes as Conv nodes: 1-D ones too (ECA attention), not
+    transposed ones, and a module the forward calls several times (a shared position encoding) once per call."""
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d))]
+    calls: dict[int, int] = {}
+    handles = [m.register_forward_pre_hook(lambda m, args: calls.update({id(m): calls.get(id(m), 0) + 1})) for m in convs]
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return sum(m.out_channels * calls.get(id(m), 0) for m in convs)
 
 
 def check_shrunk(dense_path, pruned_path, expected_channels: int) -> dict:
@@ -69,7 +78,7 @@ def run(ctx: StageContext) -> None:
         onnx_export.export(model, example_input(cfg), ctx.output(variant))
         expected[variant] = onnx_export.outputs(model, inputs)
         references[variant] = onnx_export.outputs(model, feed)
-        channels = conv_channels(model)
+        channels = conv_channels(model, example_input(cfg))
         del model
         gc.collect()
     shrink = check_shrunk(ctx.output("dense"), ctx.output("pruned"), channels)

@@ -8,12 +8,13 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from exporters import TARGETS
 from pipeline.core.artifacts import read_json, write_json
 from pipeline.core.log import info, progress
 from pipeline.data.loaders import accuracy, calibration_loader, eval_loader
+from pipeline.models.build import save_weights
 from pipeline.models.clone import clone_model
 from pipeline.pruning import budget, compensation, macs, surgery
 from pipeline.pruning.surgery import UnitGroup
@@ -63,7 +64,7 @@ def run(ctx: StageContext) -> None:
         pruned, added_biases = _one_shot(ctx, model, example, groups, choice, calibration)
     plan = _plan(ctx, analysis, groups, choice, steps, added_biases)
     write_json(ctx.output("plan"), plan)
-    save_file({k: v.contiguous() for k, v in pruned.state_dict().items()}, str(ctx.output("weights")))
+    save_weights(pruned, ctx.output("weights"))
     metrics = _metrics(ctx, model, pruned, example, plan, choice, estimator)
     write_json(ctx.output("metrics"), metrics)
     one_shot = metrics["pruned"]["accuracy_one_shot"]

@@ -81,3 +81,26 @@ def test_attention_conversion_is_exact():
 def test_shared_resnet20_checkpoint_loads():
     model = build_model("cifar:resnet20", str(shared_model("resnet20-cifar10.th")))
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(0.27e6, rel=0.02)
+
+
+def _tied():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 4))
+    model[2].weight = model[0].weight  # one tensor under two names, as tied embeddings or a shared conv
+    return model
+
+
+def test_weights_that_share_memory_are_saved_and_load_back_tied(tmp_path):
+    from safetensors.torch import load_file
+
+    from pipeline.models.build import load_weights, save_weights
+
+    torch.manual_seed(0)
+    model = _tied()
+    save_weights(model, tmp_path / "w.safetensors")
+    tensors = load_file(str(tmp_path / "w.safetensors"))
+    assert torch.equal(tensors["0.weight"], tensors["2.weight"])
+    fresh = _tied()
+    load_weights(fresh, tensors, strict=True)
+    assert fresh[2].weight is fresh[0].weight
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(fresh(x), model(x))
