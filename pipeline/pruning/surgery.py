@@ -103,7 +103,14 @@ def torch2_graph_fixes():
     loses the chunk offsets of ShuffleNet's channel split. With the sizes, only a real NCHW -> flat
     reshape maps channels and a chunk maps each part to its channels; whatever stays wrong is caught
     and kept whole by the trial removal of pipeline.pruning.analysis. Active around every use of a
-    graph: it maps indices lazily, while groups are made."""
+    graph: it maps indices lazily, while groups are made.
+
+    It also bounds the walk that makes a group: Torch-Pruning follows a dependency again whenever it
+    arrives with a different index list, even one whose every index went that way before, and a
+    chain of partial residuals (RexNet's `x[:, :c] += shortcut`) fragments the lists until one group
+    holds tens of thousands of entries (calibrate never ended). Index maps act on each index alone,
+    so a list with nothing new for its layer and handler adds nothing: it is not followed again."""
+    from torch_pruning.dependency import group as group_module
     from torch_pruning.dependency import index_mapping, shape_infer
 
     update_reshape, init_shapes = index_mapping.update_reshape_index_mapping, shape_infer.init_shape_information
@@ -124,12 +131,30 @@ def torch2_graph_fixes():
             if node.type.name == "SPLIT":
                 _chunk_offsets(node)
 
+    add_dep, has_pruning_op = group_module.Group.add_dep, group_module.Group.has_pruning_op
+
+    def add_and_remember(group, dep, idxs):
+        add_dep(group, dep, idxs)
+        _followed(group, dep).update(idxs)
+
+    def nothing_new(group, dep, idxs):
+        return _followed(group, dep).issuperset(idxs)
+
     index_mapping.update_reshape_index_mapping = reshape_with_sizes
     shape_infer.init_shape_information = shapes_with_chunks
+    group_module.Group.add_dep, group_module.Group.has_pruning_op = add_and_remember, nothing_new
     try:
         yield
     finally:
         index_mapping.update_reshape_index_mapping, shape_infer.init_shape_information = update_reshape, init_shapes
+        group_module.Group.add_dep, group_module.Group.has_pruning_op = add_dep, has_pruning_op
+
+
+def _followed(group, dep) -> set:
+    """The (index, root index) pairs a group has already sent through `dep`'s layer and handler."""
+    if not hasattr(group, "_followed"):
+        group._followed = {}
+    return group._followed.setdefault((dep.target, dep.handler), set())
 
 
 def _chunk_offsets(node) -> None:
