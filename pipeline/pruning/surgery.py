@@ -140,13 +140,26 @@ def torch2_graph_fixes():
     def nothing_new(group, dep, idxs):
         return _followed(group, dep).issuperset(idxs)
 
+    update_concat = index_mapping.update_concat_index_mapping
+
+    def concat_of_known_sizes(graph, node):
+        """Torch-Pruning means to leave a concat unmapped when an input's channel count is unknown, but
+        sums the counts first (TypeError on None, DPN's dual paths): unknown sizes now leave it unmapped."""
+        if node.type.name == "CONCAT" and node.module.concat_sizes is None:
+            sizes = [shape_infer.infer_channels_between(graph, n, node) for n in node.inputs]
+            if any(size is None for size in sizes):
+                return
+        return update_concat(graph, node)
+
     index_mapping.update_reshape_index_mapping = reshape_with_sizes
+    index_mapping.update_concat_index_mapping = concat_of_known_sizes
     shape_infer.init_shape_information = shapes_with_chunks
     group_module.Group.add_dep, group_module.Group.has_pruning_op = add_and_remember, nothing_new
     try:
         yield
     finally:
         index_mapping.update_reshape_index_mapping, shape_infer.init_shape_information = update_reshape, init_shapes
+        index_mapping.update_concat_index_mapping = update_concat
         group_module.Group.add_dep, group_module.Group.has_pruning_op = add_dep, has_pruning_op
 
 
