@@ -24,7 +24,7 @@ from pathlib import Path
 from common import ROOT, machine, write_results
 
 RESULTS = ROOT / "bench" / "results" / "zoo.json"
-MEMORY_BUDGET_GB = 8  # a model whose weights need more is refused at preflight (pipeline run --memory-budget)
+MEMORY_BUDGET_GB = 8  # a model that needs more is refused at preflight (pipeline run --memory-budget)
 RUNS = ROOT / "bench" / "runs" / "zoo"
 # what a deployment team starts from, a few of each family, small variants (2 cores run this)
 TIMM_MODELS = (

@@ -48,13 +48,15 @@ class OnnxRuntimeCpu(Target):
     def compile(self, onnx_path: Path, out_dir: Path, precision: str, batches: tuple[int, ...] = (1,)) -> dict:
         import onnxruntime as ort
 
+        from exporters.onnx import needs_external_data
+
         problem = self.precision_problem(precision)
         if problem:
             raise ConfigError(f"--precision {precision} on the cpu target: {problem}")
         # int8: `onnx_path` is the Q/DQ graph; the optimiser fuses it into integer kernels
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        _save_optimized_to(options, Path(out_dir), _is_big(onnx_path))
+        _save_optimized_to(options, Path(out_dir), needs_external_data(onnx_path))
         options.log_severity_level = 3
         ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         return {"runtime": "onnxruntime", "version": ort.__version__, "optimization": "ORT_ENABLE_ALL", "precision": precision}
@@ -62,12 +64,6 @@ class OnnxRuntimeCpu(Target):
     def open(self, compiled_dir: Path, input_shape: tuple[int, ...], threads: int, precision: str = "fp32"):
         small = Path(compiled_dir) / MODEL_FILE
         return _OrtSession(small if small.is_file() else Path(compiled_dir) / BIG_MODEL_FILE, threads)
-
-
-def _is_big(onnx_path: Path) -> bool:
-    from exporters.onnx import EXTERNAL_DATA_BYTES, load_structure, weight_bytes
-
-    return weight_bytes(load_structure(onnx_path)) > EXTERNAL_DATA_BYTES
 
 
 def _save_optimized_to(options, out_dir: Path, big: bool) -> None:

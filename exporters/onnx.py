@@ -77,6 +77,11 @@ def weight_bytes(model) -> int:
     return int(sum(np.prod(t.dims) * tensor_dtype_to_np_dtype(t.data_type).itemsize for t in model.graph.initializer))
 
 
+def needs_external_data(path: Path) -> bool:
+    """Whether the graph at `path` (or one made from it) keeps its weights beside it: past one message's limit."""
+    return weight_bytes(load_structure(path)) > EXTERNAL_DATA_BYTES
+
+
 def load_structure(path: Path):
     """The graph with its initializers' names, types and shapes but not their bytes: cheap for a
     graph of gigabytes; `tensor_values` reads one tensor's values when needed."""

@@ -34,9 +34,9 @@ def to_qdq(onnx_path: Path, out_path: Path, calibration: np.ndarray, activations
         def get_next(self):
             return next(self.batches, None)
 
-    from exporters.onnx import EXTERNAL_DATA_BYTES, load_structure, weight_bytes
+    from exporters.onnx import needs_external_data
 
-    big = weight_bytes(load_structure(onnx_path)) > EXTERNAL_DATA_BYTES  # weights beside the graph, as export wrote them
+    big = needs_external_data(onnx_path)  # weights beside the graph, as export wrote them
     input_name = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"

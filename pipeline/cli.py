@@ -130,7 +130,7 @@ def _shape(ctx, param, value):
     "--memory-budget",
     type=float,
     metavar="GB",
-    help="Memory the run may use; a model whose weights need more is refused before any stage  [default: what is available]",
+    help="Memory the run may use; a model whose weights and activations need more is refused before any stage  [default: what is available]",
 )
 @click.option(
     "--until",

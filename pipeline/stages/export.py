@@ -70,15 +70,17 @@ def run(ctx: StageContext) -> None:
     source = final_model_stage(ctx.run_dir)
     inputs = reference_inputs(cfg, PARITY_SAMPLES)
     batch = input_shape(cfg)[0]  # reference outputs at the profiled batch size, for each target's parity check
-    feed = reference_inputs(cfg, batch) if batch <= 256 else example_input(cfg).repeat(batch, 1, 1, 1)
-    expected, references, channels = {}, {"input": feed.numpy()}, 0
+    example = example_input(cfg)
+    feed = reference_inputs(cfg, batch) if batch <= 256 else example.repeat(batch, 1, 1, 1)
+    expected, references = {}, {"input": feed.numpy()}
     # one model at a time: a big model's export holds several copies of its weights
     for variant in ("dense", "pruned"):
         model = dense_model(cfg) if variant == "dense" else pruned_model(cfg, ctx.run_dir, source=source)
-        onnx_export.export(model, example_input(cfg), ctx.output(variant))
+        onnx_export.export(model, example, ctx.output(variant))
         expected[variant] = onnx_export.outputs(model, inputs)
         references[variant] = onnx_export.outputs(model, feed)
-        channels = conv_channels(model, example_input(cfg))
+        if variant == "pruned":
+            channels = conv_channels(model, example)
         del model
         gc.collect()
     shrink = check_shrunk(ctx.output("dense"), ctx.output("pruned"), channels)
