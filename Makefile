@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench bench-targets bench-cifar bench-criteria bench-zoo engine docker-tensorrt docker-openvino docker-cpu edge clean
+.PHONY: setup run test lint bench bench-targets bench-cifar bench-criteria bench-zoo bench-distill engine docker-tensorrt docker-openvino docker-cpu edge clean
 
 TARGET ?= tensorrt
 PRECISION ?= fp16
@@ -62,6 +62,9 @@ bench-criteria: setup
 
 bench-zoo: setup
 	$(BIN)/python bench/zoo.py
+
+bench-distill: setup
+	$(BIN)/python bench/distill.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -124,8 +124,28 @@ def _shape(ctx, param, value):
 @click.option("--out", help="Run directory  [default: runs/<model>-<scorer>-<budget>]")
 @click.option("--calib-samples", type=int, help="Calibration images  [default: 1024]")
 @click.option("--eval-samples", type=int, help="Evaluation images  [default: the whole eval split]")
-@click.option("--batch-size", type=int, help="Batch size of calibration, evaluation and distillation  [default: 64]")
+@click.option(
+    "--batch-size",
+    type=int,
+    help="Batch size of calibration, evaluation and distillation; per process under torchrun "
+    "(global batch = this x processes)  [default: 64]",
+)
 @click.option("--seed", type=int, help="[default: 0]")
+@click.option(
+    "--device",
+    help="Where the PyTorch stages compute: auto | cpu | cuda | cuda:N | mps; under torchrun each process "
+    "takes cuda:LOCAL_RANK  [default: auto, CUDA when available]",
+)
+@click.option(
+    "--amp",
+    type=click.Choice(["auto", "bf16", "fp16", "off"]),
+    help="Mixed precision while distilling  [default: auto, bf16 on CUDA where supported, else off]",
+)
+@click.option(
+    "--workers",
+    type=int,
+    help="DataLoader worker processes per process  [default: a share of the cores, none for small or in-memory data]",
+)
 @click.option(
     "--memory-budget",
     type=float,
@@ -149,9 +169,12 @@ def run(config_file, no_bn, until, force, **options):
     options["targets"] = options["targets"] or None
     options["keep_layers"] = options["keep_layers"] or None
     options["model_args"] = options["model_args"] or None
+    from pipeline.core.distributed import launched
+
     cfg = build_config(config_file, **options)
     run_dir = run_pipeline(cfg, force=force, until=until)
-    if until is None:
+    process = launched()
+    if until is None and (process is None or process.is_main):  # under torchrun rank 0 speaks for all
         _summarise(run_dir, cfg.strict)
 
 
@@ -188,22 +211,9 @@ def _stage_command(name: str, per_target: bool):
     def command(run_dir, force, target=None):
         from pathlib import Path
 
-        from pipeline.core.rundir import locked
-        from pipeline.runner import load_run_config, run_stage
+        from pipeline.runner import run_one_stage
 
-        cfg = load_run_config(Path(run_dir))
-        with locked(Path(run_dir)):
-            if target is not None and target not in cfg.targets:  # the run gains a target: the report shows it
-                from pipeline.core.log import info
-                from pipeline.runner import save_config
-
-                info(
-                    f"{target}: added to the run's targets; the prune stage rounded kept widths for "
-                    f"{', '.join(cfg.targets)} only (`pipeline run ... --target {target}` rounds for it too)"
-                )
-                cfg = cfg.replace(targets=(*cfg.targets, target))
-                save_config(cfg, Path(run_dir))
-            run_stage(cfg, Path(run_dir), name, target, force)
+        run_one_stage(Path(run_dir), name, target, force)
 
     command.__doc__ = f"Run the {name} stage on an existing run directory."
     if per_target:

@@ -3,6 +3,7 @@ what each stage reads and writes is declared once, in pipeline.stages.STAGES."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -11,6 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
+from pipeline.core import distributed
 from pipeline.core.artifacts import StageWriter, changed_outputs, read_manifest, sha256_json, write_json
 from pipeline.core.config import RunConfig, build_config
 from pipeline.core.errors import ArtifactError, ResourceError, is_out_of_memory
@@ -69,33 +71,65 @@ def _check_upstream(cfg: RunConfig, run_dir: Path, spec: StageSpec, target: str 
             raise ArtifactError(f"{directory} has no complete '{name}' stage; run `pipeline {name} {run_dir}{hint}` first")
 
 
-def run_stage(cfg: RunConfig, run_dir: Path, name: str, target: str | None = None, force: bool = False) -> bool:
-    """Run one stage unless its manifest shows the same inputs; returns whether it ran."""
+def run_stage(cfg: RunConfig, run_dir: Path, name: str, target: str | None = None, force: bool = False, device=None) -> bool:
+    """Run one stage unless its manifest shows the same inputs; returns whether it ran. Under torchrun
+    rank 0 decides; a stage that is not for every process runs on rank 0 while the others wait."""
     spec = stage(name)
     if spec.per_target and target is None:
-        ran = [run_stage(cfg, run_dir, name, t, force) for t in cfg.targets]
+        ran = [run_stage(cfg, run_dir, name, t, force, device) for t in cfg.targets]
         return any(ran)
+    process = distributed.current()
+    key = _decide(cfg, run_dir, spec, target, force) if process.is_main else None
+    if spec.all_processes:
+        key = distributed.broadcast(key)
+    if key is not None and (process.is_main or spec.all_processes):
+        _execute(cfg, run_dir, spec, target, key, device, process)
+    if not spec.all_processes:
+        distributed.barrier()  # the other processes wait for rank 0's stage
+    return key is not None
+
+
+def _decide(cfg: RunConfig, run_dir: Path, spec: StageSpec, target: str | None, force: bool) -> str | None:
+    """The stage's fingerprint when it must run, None when its finished outputs are still valid."""
     _check_upstream(cfg, run_dir, spec, target)
     directory = spec.directory(run_dir, target)
-    print_name = f"{name} ({target})" if target else name
+    print_name = f"{spec.name} ({target})" if target else spec.name
     key = fingerprint(cfg, run_dir, spec, target)
     manifest = read_manifest(directory)
     if not force and manifest is not None and manifest.get("fingerprint") == key:
         changed = changed_outputs(directory, manifest)
         if not changed:
             info(f"[{print_name}] up to date, skipped")
-            return False
+            return None
         info(f"[{print_name}] its outputs changed since it ran ({'; '.join(changed[:3])}): running it again")
-    info(f"[{print_name}] running")
+    return key
+
+
+def _execute(cfg: RunConfig, run_dir: Path, spec: StageSpec, target: str | None, key: str, device, process) -> None:
+    from pipeline.core.device import describe, full_precision, resolve_device
+    from pipeline.stages.common import StageContext
+
+    device = device if device is not None else resolve_device(cfg.device, process.local_rank)
+    print_name = f"{spec.name} ({target})" if target else spec.name
+    info(f"[{print_name}] running" + (f" on {describe(device)}" if spec.uses_device else ""))
     started = time.time()
     _reset_peak_memory()
     module_name, function = spec.path.split(":")
     stage_function = getattr(importlib.import_module(module_name), function)
-    from pipeline.stages.common import StageContext
-
+    context = dict(cfg=cfg, run_dir=run_dir, target=target, name=spec.name, key=key, device=device, process=process)
     try:
-        with StageWriter(directory, name, {k: getattr(cfg, k) for k in spec.keys_for(cfg)}, key) as writer:
-            stage_function(StageContext(cfg=cfg, run_dir=run_dir, out=writer.path, target=target, name=name, key=key))
+        if not process.is_main:  # a share of the work; rank 0 writes the outputs
+            stage_function(StageContext(out=None, **context))
+            return
+        config = {k: getattr(cfg, k) for k in spec.keys_for(cfg)}
+        with (
+            distributed.every_core() if process.distributed and not spec.all_processes else contextlib.nullcontext(),
+            full_precision(device) if spec.uses_device and not spec.all_processes else contextlib.nullcontext(),
+            StageWriter(spec.directory(run_dir, target), spec.name, config, key) as writer,
+        ):
+            ctx = StageContext(out=writer.path, **context)
+            stage_function(ctx)
+            writer.extra.update({"device": describe(device)} if spec.uses_device else {}, **ctx.manifest_extra)
     except (MemoryError, RuntimeError) as err:
         if not is_out_of_memory(err):
             raise
@@ -104,7 +138,6 @@ def run_stage(cfg: RunConfig, run_dir: Path, name: str, target: str | None = Non
     _release_memory()
     peak = _peak_memory_gb()
     info(f"[{print_name}] done in {time.time() - started:.1f} s" + (f", peak memory {peak:.2f} GB" if peak else ""))
-    return True
 
 
 def _out_of_memory_message(print_name: str, err: BaseException) -> str:
@@ -178,20 +211,53 @@ def load_run_config(run_dir: Path) -> RunConfig:
     return resolve(build_config(None, **values))  # configs saved before a setting existed get its default
 
 
+@contextlib.contextmanager
+def processes(cfg: RunConfig):
+    """This process's device and place among torchrun's processes (one process: rank 0 of 1)."""
+    from pipeline.core.device import resolve_device
+
+    launched = distributed.launched()
+    device = resolve_device(cfg.device, launched.local_rank if launched else None)
+    with distributed.session(device) as process:
+        yield device, process
+
+
 def run_pipeline(cfg: RunConfig, force: bool = False, until: str | None = None) -> Path:
     from pipeline.core.rundir import locked
     from pipeline.preflight import check_and_resolve, check_writable
 
     cfg = check_and_resolve(cfg)
     run_dir = run_dir_of(cfg)
-    check_writable(run_dir)
-    with locked(run_dir):
-        save_config(cfg, run_dir)
-        for spec in STAGES:
-            if not spec.runs(cfg):
-                shutil.rmtree(spec.directory(run_dir), ignore_errors=True)  # a stale student must not be exported
-                continue
-            run_stage(cfg, run_dir, spec.name, force=force)
-            if until == spec.name:
-                break
+    with processes(cfg) as (device, process):
+        if process.is_main:
+            check_writable(run_dir)
+        with locked(run_dir) if process.is_main else contextlib.nullcontext():
+            if process.is_main:
+                save_config(cfg, run_dir)
+            for spec in STAGES:
+                if not spec.runs(cfg):
+                    if process.is_main:
+                        shutil.rmtree(spec.directory(run_dir), ignore_errors=True)  # a stale student must not be exported
+                    continue
+                run_stage(cfg, run_dir, spec.name, force=force, device=device)
+                if until == spec.name:
+                    break
     return run_dir
+
+
+def run_one_stage(run_dir: Path, name: str, target: str | None = None, force: bool = False) -> None:
+    """`pipeline <stage> RUN`: one stage of an existing run directory; a target not yet in the run is
+    added to it (so that the report shows it)."""
+    from pipeline.core.rundir import locked
+
+    cfg = load_run_config(run_dir)
+    with processes(cfg) as (device, process), locked(run_dir) if process.is_main else contextlib.nullcontext():
+        if target is not None and target not in cfg.targets:
+            info(
+                f"{target}: added to the run's targets; the prune stage rounded kept widths for "
+                f"{', '.join(cfg.targets)} only (`pipeline run ... --target {target}` rounds for it too)"
+            )
+            cfg = cfg.replace(targets=(*cfg.targets, target))
+            if process.is_main:
+                save_config(cfg, run_dir)
+        run_stage(cfg, run_dir, name, target, force, device)

@@ -74,6 +74,12 @@ BAD_INPUTS = [
     (["--iterative"], "--iterative fine-tunes between steps: give --distill-epochs >= 1"),
     (["--model", "tests.tiny_models:tiny_padded"], "nothing in tests.tiny_models:tiny_padded can be pruned: widen"),
     (["--out", "AFILE/run"], "cannot write to"),
+    (["--device", "tpu"], "unknown device 'tpu'; valid: auto, cpu, cuda, cuda:N, mps"),
+    (["--workers", "-1"], "--workers must be >= 0"),
+    (
+        ["--device", "cuda:64"],
+        "--device cuda:64: " + ("this machine has" if torch.cuda.is_available() else "CUDA is not available here"),
+    ),
 ]
 
 

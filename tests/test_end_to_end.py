@@ -445,3 +445,54 @@ def test_iterative_rescoring_gets_the_whole_scoring_context(scorer, extra, tmp_p
         assert ctx.example is not None and ctx.fresh_model is not None and ctx.batches is not None
         assert ctx.options.snip_at_init == (scorer == "snip")
     assert len(json.loads((out / "prune" / "iterations.json").read_text())) >= 2
+
+
+def test_a_run_moved_to_another_device_re_runs_nothing_and_manifests_name_the_device(tmp_path, image_folder):
+    out = tmp_path / "run"
+    args = ("--model", TINY_SPECS["resnet"], "--data", str(image_folder), "--distill-epochs", "1", "--out", str(out))
+    run_cli(*args, "--device", "auto")
+    again = run_cli(*args, "--device", "cpu")
+    assert "running" not in again.stderr and again.stderr.count("up to date, skipped") >= 8
+    for stage in ("calibrate", "score", "prune", "distill"):
+        assert read_manifest(out / stage)["device"] == "cpu"
+    assert "device" not in read_manifest(out / "export")  # the ONNX stages do not compute on it
+
+
+@pytest.mark.slow
+def test_torchrun_runs_the_pipeline_with_distillation_on_two_processes(tmp_path, image_folder):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pipeline", "run",
+               "--model", TINY_SPECS["resnet"], "--data", str(image_folder), "--distill-epochs", "2", "--out", str(out), *FAST]  # fmt: skip
+    result = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = read_manifest(out / "distill")
+    assert manifest["world_size"] == 2 and manifest["global_batch"] == 12
+    assert [row["epoch"] for row in csv.DictReader((out / "distill" / "history.csv").open())] == ["1", "2"]
+    assert result.stdout.count("report: ") == 1  # rank 0 speaks for both
+    assert result.stderr.count("[calibrate] running") == 1 and "on 2 processes, global batch 12" in result.stderr
+    check_contract(json.loads((out / "report.json").read_text()), ["cpu"])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="CUDA tests need a GPU")
+@pytest.mark.parametrize("scorer", SCORERS.names())
+def test_on_cuda_every_scorer_runs_the_pipeline_and_scores_as_on_the_cpu(scorer, tmp_path, image_folder):
+    import torch
+    from safetensors.torch import load_file
+
+    runs = {}
+    for device in ("cpu", "cuda"):
+        runs[device] = tmp_path / device
+        run_cli("--model", TINY_SPECS["resnet"], "--data", str(image_folder), "--scorer", scorer, "--distill-epochs", "1",
+                "--device", device, "--out", str(runs[device]))  # fmt: skip
+    cpu, gpu = (load_file(str(runs[d] / "score" / "scores.safetensors")) for d in ("cpu", "cuda"))
+    assert cpu.keys() == gpu.keys()
+    for name in cpu:
+        torch.testing.assert_close(gpu[name], cpu[name], rtol=1e-3, atol=1e-5, msg=name)
+    distill = read_manifest(runs["cuda"] / "distill")
+    assert distill["device"].startswith("cuda:0") and distill["amp"] == ("bf16" if torch.cuda.is_bf16_supported() else "off")
+    check_contract(json.loads((runs["cuda"] / "report.json").read_text()), ["cpu"])

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.device import check_device_name
 from pipeline.core.errors import ConfigError
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -18,6 +19,7 @@ DEFAULT_RATIO = 0.5
 COMPENSATIONS = ("auto", "none", "mean", "lstsq")
 REGULARISERS = ("none", "class-aware")
 OPTIMIZERS = ("sgd", "adamw")
+AMPS = ("auto", "bf16", "fp16", "off")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
@@ -57,6 +59,7 @@ class RunConfig:
     distill_lr: float = 0.01
     train_samples: int | None = None  # training images per epoch (distillation, iterative fine-tuning); None: all
     regularize: str = "none"  # none | class-aware (L1 + kernel orthogonality while fine-tuning)
+    amp: str = "auto"  # mixed precision while fine-tuning: bf16 | fp16 | off | auto (bf16 on CUDA where supported, else off)
     iterative: bool = False  # prune at most 10% per step, fine-tune between, stop at the accuracy tolerance
     max_acc_drop: float = 0.005  # accuracy (fraction) a step may lose against the dense model
     # deployment
@@ -72,7 +75,8 @@ class RunConfig:
     calib_samples: int = 1024  # at 512, VBP and C-SWAP measurably ranked worse on CIFAR-10 (README)
     eval_samples: int | None = None
     batch_size: int = 64
-    workers: int = 0
+    workers: int | None = None  # DataLoader workers per process; None: a share of the cores (pipeline.data.loaders)
+    device: str = "auto"  # where the PyTorch stages compute: auto | cpu | cuda | cuda:N | mps (not fingerprinted)
     memory_budget: float | None = None  # GB the run may use (checked at preflight); None: what is available
     seed: int = 0
     out: str | None = None
@@ -125,6 +129,11 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("--iterative fine-tunes between steps: give --distill-epochs >= 1")
     if cfg.max_acc_drop < 0:
         raise ConfigError(f"--max-acc-drop must be >= 0, got {cfg.max_acc_drop}")
+    if cfg.amp not in AMPS:
+        raise ConfigError(f"unknown --amp '{cfg.amp}'; valid: {', '.join(AMPS)}")
+    if cfg.workers is not None and cfg.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {cfg.workers}")
+    check_device_name(cfg.device)
     if cfg.distill_optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer '{cfg.distill_optimizer}'; valid: {', '.join(OPTIMIZERS)}")
     if cfg.round_to is not None and cfg.round_to < 1:

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline.core.device import rows_that_fit, to_float64
 from pipeline.pruning.surgery import UnitGroup, execution_order
 
 METHODS = ("none", "mean", "lstsq")
@@ -24,7 +25,7 @@ def add_bias(module: nn.Module) -> bool:
     if module.bias is not None:
         return False
     out = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
-    module.bias = nn.Parameter(torch.zeros(out, dtype=module.weight.dtype))
+    module.bias = nn.Parameter(torch.zeros(out, dtype=module.weight.dtype, device=module.weight.device))
     return True
 
 
@@ -33,7 +34,8 @@ def fold_means(
     model: nn.Module, groups: list[UnitGroup], removal: dict[str, list[int]], stats: dict[str, torch.Tensor]
 ) -> list[str]:
     """Fold the removed units' mean activations into their consumers' biases, on the model *before*
-    removal (so the units' weights are still there). Returns the layers that got a new bias."""
+    removal (so the units' weights are still there). Returns the layers that got a new bias. `stats`
+    may be on the CPU whatever the model's device."""
     added = []
     for group in groups:
         removed = set(removal.get(group.name, []))
@@ -44,7 +46,7 @@ def fold_means(
                 continue  # removed together with the group
             channels = consumer.channels_of(removed)
             layer = model.get_submodule(consumer.module)
-            means = stats[f"input_moments/{consumer.module}/mean"][channels].to(layer.weight.dtype)
+            means = stats[f"input_moments/{consumer.module}/mean"][channels].to(layer.weight.device, layer.weight.dtype)
             weight = layer.weight[:, channels]
             if weight.dim() == 4:
                 weight = weight.sum(dim=(2, 3))
@@ -103,12 +105,12 @@ def _kept_outputs(groups: list[UnitGroup], removal: dict[str, list[int]], module
     return [o for o in range(size) if o not in removed]
 
 
-CACHE_BYTES = 4 << 30  # dense layer outputs kept in memory for the re-fit; beyond it they are recomputed
+CACHE_BYTES = 4 << 30  # dense layer outputs kept in host memory for the re-fit; beyond it they are recomputed
 
 
 def _dense_outputs(dense: nn.Module, names: list[str], batches: list, kept: dict[str, list[int]]) -> dict | None:
     """Every re-fitted layer's dense output (kept channels), per batch, from one pass; None when
-    that would take more than CACHE_BYTES."""
+    that would take more than CACHE_BYTES (on CUDA: more than the free device memory allows)."""
     sizes = {}
     handles = [
         dense.get_submodule(n).register_forward_hook(
@@ -122,7 +124,8 @@ def _dense_outputs(dense: nn.Module, names: list[str], batches: list, kept: dict
         for handle in handles:
             handle.remove()
     images = sum(b[0].shape[0] for b in batches)
-    if sum(sizes.values()) * images * 4 > CACHE_BYTES:
+    per_image = sum(sizes.values()) * 4
+    if per_image and images > rows_that_fit(batches[0][0].device, per_image, CACHE_BYTES // per_image):
         return None
     outputs: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     handles = [
@@ -183,21 +186,22 @@ def refit_least_squares(
             finally:
                 x_handle.remove()
             if cached is not None:
-                targets = cached[name][index].double()
+                targets = to_float64(cached[name][index])
             else:
                 y_store, y_handle = _capture(reference, "output")
                 try:
                     _run_until(dense, inputs)
                 finally:
                     y_handle.remove()
-                targets = _output_rows(y_store["value"]).double()[:, kept[name]]
-            rows = _as_rows(layer, x_store["value"]).double()
+                targets = to_float64(_output_rows(y_store["value"]))[:, kept[name]]
+            rows = to_float64(_as_rows(layer, x_store["value"]))
             if layer.bias is not None:
-                rows = torch.cat([rows, torch.ones(rows.shape[0], 1, dtype=rows.dtype)], 1)
+                rows = torch.cat([rows, torch.ones(rows.shape[0], 1, dtype=rows.dtype, device=rows.device)], 1)
             gram = rows.T @ rows if gram is None else gram + rows.T @ rows
             cross = rows.T @ targets if cross is None else cross + rows.T @ targets
         damping = ridge * gram.diagonal().mean()
-        solution = torch.linalg.solve(gram + damping * torch.eye(gram.shape[0], dtype=gram.dtype), cross).T
+        identity = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+        solution = torch.linalg.solve(gram + damping * identity, cross).T
         if layer.bias is not None:
             layer.bias.copy_(solution[:, -1].to(layer.bias.dtype))
             solution = solution[:, :-1]

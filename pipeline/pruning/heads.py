@@ -37,6 +37,8 @@ def keep_index(size: int, removed) -> torch.Tensor:
 
 def slice_linear(layer: nn.Linear, out_keep: torch.Tensor | None = None, in_keep: torch.Tensor | None = None) -> None:
     weight = layer.weight.data
+    out_keep = out_keep.to(weight.device) if out_keep is not None else None  # index on the weights' device
+    in_keep = in_keep.to(weight.device) if in_keep is not None else None
     if out_keep is not None:
         weight = weight[out_keep]
         if layer.bias is not None:

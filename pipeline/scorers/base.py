@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from pipeline.core.device import to_float64
 from pipeline.pruning.surgery import UnitGroup
 
 
@@ -24,7 +25,8 @@ class ScorerOptions:
 
 @dataclass(kw_only=True)
 class ScoreContext:
-    """Everything a scorer may read: the dense model, its groups and the calibration statistics."""
+    """Everything a scorer may read: the dense model, its groups and the calibration statistics. The
+    model, the batches and `example` share one device; `stats` are on the CPU, as loaded."""
 
     model: nn.Module
     groups: list[UnitGroup]
@@ -50,6 +52,8 @@ class Scorer:
     """Subclasses set `needs` (calibration collectors, see pipeline.statistics.calibration) and implement
     `score_group`. Higher scores are more important.
 
+    `score` returns CPU float64 tensors, wherever the model computes.
+
     `kinds` limits the unit kinds scored (others are kept whole); `ranking` is how the budget is
     spread: "uniform" (the same fraction of every group) or "global" (one threshold over all units,
     on scores made comparable across layers by `normalise`)."""
@@ -65,7 +69,7 @@ class Scorer:
         for group in ctx.groups:
             if self.kinds is not None and group.kind not in self.kinds:
                 continue
-            scores[group.name] = self.normalise(self.score_group(group, ctx).double())
+            scores[group.name] = self.normalise(self.score_group(group, ctx).cpu().double())
         return scores
 
     def score_group(self, group: UnitGroup, ctx: ScoreContext) -> torch.Tensor:
@@ -80,8 +84,12 @@ class Scorer:
 
 
 def sum_per_unit(size: int, units: list[int], values: torch.Tensor) -> torch.Tensor:
-    """Values given per channel (or per weight row) summed into the unit each belongs to."""
-    return torch.zeros(size, dtype=torch.float64).index_add_(0, torch.tensor(units), values.double())
+    """Values given per channel (or per weight row) summed into the unit each belongs to (float64, on
+    the values' device)."""
+    values = to_float64(values)
+    return torch.zeros(size, dtype=torch.float64, device=values.device).index_add_(
+        0, torch.tensor(units, device=values.device), values
+    )
 
 
 def mean_normalised(scores: torch.Tensor) -> torch.Tensor:
@@ -106,7 +114,7 @@ def per_unit_from_params(
             continue
         full_name = f"{piece.module}.{piece.param}"
         tensor = tensors[full_name] if tensors is not None else getattr(module, piece.param)
-        values = tensor.detach().double().movedim(piece.dim, 0)[piece.positions]
+        values = to_float64(tensor.detach()).movedim(piece.dim, 0)[piece.positions]
         values = reduce(values).reshape(len(piece.positions), -1).sum(1)
         per_slice.append(sum_per_unit(group.size, piece.units, values))
     if not per_slice:

@@ -51,4 +51,6 @@ class ClassAwareScorer(Scorer):
         totals = sum_per_unit(group.size, consumer.units, channel_values)
         if not mean:
             return totals
-        return totals / sum_per_unit(group.size, consumer.units, torch.ones(len(consumer.units))).clamp_min(1)
+        return totals / sum_per_unit(
+            group.size, consumer.units, torch.ones(len(consumer.units), device=channel_values.device)
+        ).clamp_min(1)

@@ -53,9 +53,13 @@ def separability_profiles(group: UnitGroup, stats: dict[str, torch.Tensor], seed
         mean, var = stats[f"{key}/mean"], stats[f"{key}/var"]
         pairs = clustering.class_pairs(mean.shape[0], seed=seed)
         per_channel = clustering.jeffries_matusita(mean[:, consumer.channels], var[:, consumer.channels], pairs)
-        units = torch.tensor(consumer.units)
-        summed = torch.zeros(group.size, per_channel.shape[1], dtype=torch.float64).index_add_(0, units, per_channel)
-        counts = torch.zeros(group.size, dtype=torch.float64).index_add_(0, units, torch.ones(len(units), dtype=torch.float64))
+        device = per_channel.device
+        units = torch.tensor(consumer.units, device=device)
+        summed = torch.zeros(group.size, per_channel.shape[1], dtype=torch.float64, device=device).index_add_(
+            0, units, per_channel
+        )
+        ones = torch.ones(len(units), dtype=torch.float64, device=device)
+        counts = torch.zeros(group.size, dtype=torch.float64, device=device).index_add_(0, units, ones)
         parts.append(summed / counts.clamp_min(1)[:, None])
     if not parts:
         raise ValueError(f"{group.name} has no consumer to read class statistics at")
@@ -85,17 +89,18 @@ class CoSePScorer(Scorer):
     chooses_budget = True
 
     def score_group(self, group: UnitGroup, ctx: ScoreContext) -> torch.Tensor:
-        weight_l1 = per_unit_from_params(ctx.model, group, torch.abs)
-        weight_l1 = weight_l1 / weight_l1.max().clamp_min(1e-30)
+        # the clustering runs where the statistics are (the CPU, as loaded), the weights' norms joining them there
         profiles = separability_profiles(group, ctx.stats, ctx.seed)
+        weight_l1 = per_unit_from_params(ctx.model, group, torch.abs).to(profiles.device)
+        weight_l1 = weight_l1 / weight_l1.max().clamp_min(1e-30)
         distances = torch.cdist(profiles, profiles)
         k, details = choose_k(distances, ctx.seed)
         if k >= group.size:
-            cluster = torch.arange(group.size)
+            cluster = torch.arange(group.size, device=distances.device)
         else:
             medoids = clustering.kmedoids(distances, k, ctx.seed)
             cluster = clustering.assign(distances, medoids)
-        representative = torch.zeros(group.size, dtype=torch.bool)
+        representative = torch.zeros(group.size, dtype=torch.bool, device=distances.device)
         for c in cluster.unique():
             members = (cluster == c).nonzero().flatten()
             representative[members[weight_l1[members].argmax()]] = True

@@ -30,6 +30,7 @@ import math
 
 import torch
 
+from pipeline.core.device import forward_bytes, rows_that_fit, to_float64
 from pipeline.core.errors import DataError
 from pipeline.core.log import progress
 from pipeline.data.loaders import SYNTHETIC_LABEL
@@ -40,7 +41,7 @@ from pipeline.statistics.interventions import Intervener
 SAMPLES_PER_CLASS = 64  # at most half of each class's calibration images: the rest is held out
 Z_ONE_SIDED = 1.645  # alpha 0.05
 CHUNK = 0.1  # fraction of a layer's candidates removed per progressive step
-PASS_VALUES = 1024 * 3 * 32 * 32  # input values per forward pass (interventions x samples): 1,024 CIFAR images
+PASS_VALUES = 1024 * 3 * 32 * 32  # input values per forward pass on the CPU (interventions x samples): 1,024 CIFAR images
 LEVELS = {"detrimental": 0, "neutral": 1, "critical": 2}  # prune order: lower first
 
 
@@ -63,8 +64,9 @@ def split_calibration(
 def class_tests(differences: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per unit, the lowest and highest per-class paired t statistic of `differences` (units, samples);
     classes with fewer than two samples are left out."""
-    lowest = torch.full((differences.shape[0],), math.inf, dtype=torch.float64)
-    highest = torch.full((differences.shape[0],), -math.inf, dtype=torch.float64)
+    lowest = torch.full((differences.shape[0],), math.inf, dtype=torch.float64, device=differences.device)
+    highest = torch.full((differences.shape[0],), -math.inf, dtype=torch.float64, device=differences.device)
+    labels = labels.to(differences.device)
     for label in labels.unique().tolist():
         d = differences[:, labels == label].double()
         if d.shape[1] < 2:
@@ -83,13 +85,14 @@ def categorise(t_lowest: torch.Tensor, t_highest: torch.Tensor) -> list[str]:
 
 def order_scores(effects: torch.Tensor, categories: list[str]) -> torch.Tensor:
     """Scores whose ascending order is the prune order: category first, then the largest effect."""
-    levels = torch.tensor([LEVELS[c] for c in categories], dtype=torch.float64)
+    levels = torch.tensor([LEVELS[c] for c in categories], dtype=torch.float64, device=effects.device)
     return levels + 0.5 + torch.atan(-effects.double()) / math.pi
 
 
 def true_class_probability(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(blocks * samples, classes) logits -> (blocks, samples) probabilities of each sample's label."""
-    probabilities = logits.double().softmax(-1).reshape(-1, len(labels), logits.shape[-1])
+    probabilities = to_float64(logits).softmax(-1).reshape(-1, len(labels), logits.shape[-1])
+    labels = labels.to(probabilities.device)
     return probabilities.gather(2, labels.expand(probabilities.shape[0], -1)[..., None]).squeeze(-1)
 
 
@@ -102,7 +105,7 @@ class CSwapScorer(Scorer):
         model = ctx.model.eval()
         inputs, labels = _calibration_set(model, ctx.batches())
         with torch.no_grad():
-            step = _rows_per_pass(inputs)
+            step = _rows_per_pass(model, inputs)
             correct = torch.cat([model(inputs[i : i + step]).argmax(1) for i in range(0, len(inputs), step)]) == labels
         scoring, held_out = split_calibration(labels, correct)
         if len(scoring) == 0:
@@ -117,7 +120,7 @@ class CSwapScorer(Scorer):
         fill = None
         if ctx.options.compensate == "mean" or ctx.options.bn_recalibration:
             fill = {
-                c.module: ctx.stats[f"input_moments/{c.module}/mean"].float()
+                c.module: ctx.stats[f"input_moments/{c.module}/mean"].to(inputs.device, torch.float32)
                 for g in ctx.groups
                 for c in g.consumers
                 if not c.depthwise
@@ -168,14 +171,17 @@ class CSwapScorer(Scorer):
     ) -> torch.Tensor:
         prefix = intervener.prefix(x_score, [group.name])
         reference = _probabilities(intervener, prefix, y_score)[0]
+        # (units, samples): small, so the tests and scores run on the CPU, where scores are returned
         differences = torch.empty(group.size, len(y_score), dtype=torch.float64)
-        per_pass = max(1, _rows_per_pass(x_score) // len(y_score))
+        per_pass = max(1, _rows_per_pass(intervener.model, x_score) // len(y_score))
         for start in range(0, group.size, per_pass):
             units = list(range(start, min(group.size, start + per_pass)))
-            differences[start : start + len(units)] = _probabilities(intervener, prefix, y_score, group.name, units) - reference
+            differences[start : start + len(units)] = (
+                _probabilities(intervener, prefix, y_score, group.name, units) - reference
+            ).cpu()
             advance(len(units))
-        effects = (differences / reference.clamp_min(1e-12)).mean(1)
-        t_lowest, t_highest = class_tests(differences, y_score)
+        effects = (differences / reference.cpu().clamp_min(1e-12)).mean(1)
+        t_lowest, t_highest = class_tests(differences, y_score.cpu())
         categories = categorise(t_lowest, t_highest)
         scores = order_scores(effects, categories)
 
@@ -209,9 +215,10 @@ class CSwapScorer(Scorer):
         return scores
 
 
-def _rows_per_pass(inputs: torch.Tensor) -> int:
-    """Rows (interventions x samples) per forward pass: 1,024 at CIFAR size, fewer for larger inputs."""
-    return max(1, PASS_VALUES // inputs[0].numel())
+def _rows_per_pass(model, inputs: torch.Tensor) -> int:
+    """Rows (interventions x samples) per forward pass: on the CPU 1,024 at CIFAR size, fewer for larger
+    inputs; on CUDA as many as the free device memory holds (measured each time: caches come and go)."""
+    return rows_that_fit(inputs.device, forward_bytes(model, inputs), max(1, PASS_VALUES // inputs[0].numel()))
 
 
 def _probabilities(
@@ -220,7 +227,7 @@ def _probabilities(
     """(len(units) or 1, samples) true-class probabilities, the samples taken in slices that keep each
     forward pass within _rows_per_pass."""
     blocks = len(units) if units else 1
-    step = max(1, _rows_per_pass(prefix.inputs) // blocks)
+    step = max(1, _rows_per_pass(intervener.model, prefix.inputs) // blocks)
     parts = []
     for start in range(0, len(labels), step):
         rows = slice(start, min(len(labels), start + step))
@@ -229,7 +236,7 @@ def _probabilities(
 
 
 def _accuracy(intervener: Intervener, prefix, labels: torch.Tensor) -> float:
-    step = _rows_per_pass(prefix.inputs)
+    step = _rows_per_pass(intervener.model, prefix.inputs)
     correct = sum(
         int((intervener.logits(prefix, rows=slice(i, i + step)).argmax(1) == labels[i : i + step]).sum())
         for i in range(0, len(labels), step)
@@ -246,6 +253,7 @@ def top_down(model, example, groups: list[UnitGroup]) -> list[UnitGroup]:
 def _calibration_set(model, batches) -> tuple[torch.Tensor, torch.Tensor]:
     inputs, labels = [], []
     for x, y in batches:
+        y = y.to(x.device)
         if (y == SYNTHETIC_LABEL).any():  # no labels: the model's own predictions stand in
             with torch.no_grad():
                 y = model(x).argmax(1)

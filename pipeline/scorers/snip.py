@@ -25,7 +25,7 @@ class SnipScorer(Scorer):
 
     def score(self, ctx: ScoreContext) -> dict[str, torch.Tensor]:
         if ctx.options.snip_at_init:
-            fresh = ctx.fresh_model()
+            fresh = ctx.fresh_model().to(next(ctx.model.parameters()).device)  # where the batches are
             consumers = sorted({c.module for g in ctx.groups for c in g.consumers})
             stats = calibration.collect(fresh, ctx.batches(), consumers, self.needs)
             ctx = dataclasses.replace(ctx, model=fresh, stats=stats)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from pipeline.core.device import to_float64
 from pipeline.pruning.surgery import UnitGroup
 from pipeline.scorers.base import ScoreContext, Scorer, per_unit_from_params
 from pipeline.statistics.calibration import WEIGHT_GRADS
@@ -17,6 +18,6 @@ class TaylorScorer(Scorer):
         products = {}
         for piece in group.params:
             name = f"{piece.module}.{piece.param}"
-            weight = getattr(ctx.model.get_submodule(piece.module), piece.param).detach().double()
-            products[name] = weight * ctx.stats[f"{WEIGHT_GRADS}/{name}"]
+            weight = to_float64(getattr(ctx.model.get_submodule(piece.module), piece.param).detach())
+            products[name] = weight * ctx.stats[f"{WEIGHT_GRADS}/{name}"].to(weight.device)
         return per_unit_from_params(ctx.model, group, torch.abs, tensors=products)

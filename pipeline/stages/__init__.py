@@ -11,7 +11,7 @@ from pipeline.core.errors import ConfigError
 
 # fields of the training loop that the prune stage depends on only with --iterative
 _TRAINING_KEYS = ("distill_epochs", "distill_optimizer", "distill_lr", "distill_temperature", "distill_alpha",
-                  "train_samples", "regularize")  # fmt: skip
+                  "train_samples", "regularize", "amp")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ class StageSpec:
     scorer_keys: bool = False  # also the fields the chosen scorer declares (Scorer.config_keys)
     fingerprint_extras: str | None = None  # "module:function(cfg) -> dict" of inputs beyond the config
     published: tuple[str, ...] = ()  # output roles copied to the run directory's root, where users look
+    uses_device: bool = False  # runs PyTorch work on --device (recorded in its manifest)
+    all_processes: bool = False  # under torchrun every process runs it (others: rank 0 alone, the rest wait)
 
     def keys_for(self, cfg) -> tuple[str, ...]:
         keys = self.config_keys + (self.iterative_keys if cfg.iterative else ())
@@ -52,19 +54,19 @@ STAGES = (
               ("model", "model_args", "weights", "data", "input_shape", "mean", "std", "interpolation", "crop_pct",
                "keep_layers", "calib_samples", "eval_samples", "batch_size", "seed"),
               outputs={"groups": "groups.json", "stats": "stats.safetensors", "accuracy": "accuracy.json"},
-              fingerprint_extras="pipeline.stages.calibrate:fingerprint_extras"),
+              fingerprint_extras="pipeline.stages.calibrate:fingerprint_extras", uses_device=True),
     StageSpec("score", "pipeline.stages.score:run", ("scorer", "seed", "calib_samples", "batch_size"),
               outputs={"scores": "scores.safetensors", "table": "scores.csv", "budget": "budget.json", "notes": "notes.json"},
-              reads=("calibrate",), scorer_keys=True),
+              reads=("calibrate",), scorer_keys=True, uses_device=True),
     StageSpec("prune", "pipeline.stages.prune:run",
               ("ratio", "macs_reduction", "budget", "round_to", "max_unit_ratio", "ranking", "compensate", "lstsq_ridge",
                "bn_recalibration", "targets", "precision", "calib_samples", "batch_size", "eval_samples", "iterative"),
               outputs={"plan": "plan.json", "weights": "model.safetensors", "metrics": "metrics.json",
                        "iterations": "iterations.json"},
-              reads=("calibrate", "score"), iterative_keys=("max_acc_drop", *_TRAINING_KEYS)),
+              reads=("calibrate", "score"), iterative_keys=("max_acc_drop", *_TRAINING_KEYS), uses_device=True),
     StageSpec("distill", "pipeline.stages.distill:run", (*_TRAINING_KEYS, "batch_size", "eval_samples"),
               outputs={"weights": "model.safetensors", "history": "history.csv"}, reads=("prune",),
-              runs_when="distill_epochs"),
+              runs_when="distill_epochs", uses_device=True, all_processes=True),
     StageSpec("export", "pipeline.stages.export:run", ("precision", "targets", "calib_samples", "eval_samples", "batch_size"),
               outputs={"dense": "dense.onnx", "pruned": "pruned.onnx", "parity": "parity.json", "reference": "reference.npz"},
               reads=("prune", "distill")),

@@ -6,11 +6,12 @@ from __future__ import annotations
 from safetensors.torch import save_file
 
 from pipeline.core.artifacts import write_json
+from pipeline.core.device import to_cpu
 from pipeline.core.errors import ModelError
 from pipeline.core.log import info, progress
-from pipeline.data.loaders import accuracy, calibration_loader, eval_loader
+from pipeline.data.loaders import accuracy
 from pipeline.pruning.analysis import analyse
-from pipeline.stages.common import StageContext, data_spec, dense_model, example_input, scorer_class
+from pipeline.stages.common import StageContext, calibration_batches, dense_model, evaluation_batches, example_input, scorer_class
 from pipeline.statistics import calibration
 
 
@@ -35,8 +36,8 @@ def needs_of(cfg) -> tuple[str, ...]:
 
 def run(ctx: StageContext) -> None:
     cfg = ctx.cfg
-    model = dense_model(cfg)
-    analysis = analyse(model, example_input(cfg), cfg.keep_layers)
+    model = dense_model(cfg).to(ctx.device)
+    analysis = analyse(model, example_input(cfg, device=ctx.device), cfg.keep_layers)
     if not analysis.groups:
         raise ModelError(
             f"nothing in {cfg.model} can be pruned: "
@@ -54,16 +55,14 @@ def run(ctx: StageContext) -> None:
     )
     for note in analysis.notes:
         info(f"calibrate: {note}")
-    spec = data_spec(cfg)
     needs = needs_of(cfg)
     consumers = sorted({c.module for g in analysis.groups for c in g.consumers})
     stats = {}
     if needs:
-        loader = calibration_loader(spec, cfg.calib_samples, cfg.batch_size, cfg.seed, workers=cfg.workers)
         with progress(cfg.calib_samples, "calibrate", "img") as bar:
-            stats = calibration.collect(model, loader, consumers, needs, progress=bar.update)
-    save_file({k: v.contiguous() for k, v in stats.items()}, str(ctx.output("stats")))
-    dense_accuracy = accuracy(model, eval_loader(spec, cfg.eval_samples, cfg.batch_size, cfg.seed, cfg.workers))
+            stats = calibration.collect(model, calibration_batches(cfg, ctx.device), consumers, needs, progress=bar.update)
+    save_file(to_cpu(stats), str(ctx.output("stats")))
+    dense_accuracy = accuracy(model, evaluation_batches(cfg, ctx.device))
     write_json(ctx.output("accuracy"), {"dense": dense_accuracy})
     if dense_accuracy is not None:
         info(f"calibrate: dense accuracy {dense_accuracy:.4f}")

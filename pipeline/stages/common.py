@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from pipeline.core.artifacts import read_json, read_manifest
 from pipeline.core.config import RunConfig
+from pipeline.core.distributed import Process
 from pipeline.core.errors import ArtifactError
+from pipeline.data.loaders import calibration_loader, eval_loader, train_loader
 from pipeline.data.sources import DataSpec, num_classes
 from pipeline.models.build import build_model, load_weights
 from pipeline.models.clone import clone_model
@@ -17,17 +19,24 @@ from pipeline.models.specs import Preprocessing
 from pipeline.pruning.surgery import UnitGroup, apply_removal, drop_modules
 from pipeline.scorers.base import ScoreContext, ScorerOptions
 from pipeline.stages import artifact, stage
-from pipeline.training.distillation import TrainingOptions
+from pipeline.training.distillation import TrainingOptions, resolve_amp
 
 
 @dataclass
 class StageContext:
     cfg: RunConfig
     run_dir: Path
-    out: Path  # the stage's (temporary) output directory
+    out: Path | None  # the stage's (temporary) output directory; None on the ranks that do not write
     target: str | None = None
     name: str = ""  # the stage running
     key: str = ""  # its input fingerprint (pipeline.runner.fingerprint)
+    device: torch.device = torch.device("cpu")  # where its PyTorch work runs (--device)
+    process: Process = Process()  # this process's rank under torchrun; only rank 0 writes
+    manifest_extra: dict = field(default_factory=dict)  # what `record` adds to the manifest
+
+    def record(self, **facts) -> None:
+        """Facts for the stage's manifest beside its config (device, world size): not fingerprinted."""
+        self.manifest_extra.update(facts)
 
     def stage_dir(self, name: str) -> Path:
         return self.run_dir / name
@@ -48,9 +57,27 @@ def input_shape(cfg: RunConfig) -> tuple[int, int, int, int]:
     return tuple(cfg.input_shape)
 
 
-def example_input(cfg: RunConfig, batch: int = 1) -> torch.Tensor:
+def example_input(cfg: RunConfig, batch: int = 1, device=None) -> torch.Tensor:
+    """The seeded random input that traces and MACs counts use (drawn on the CPU, so every device gets the same)."""
     shape = input_shape(cfg)
-    return torch.randn((batch, *shape[1:]), generator=torch.Generator().manual_seed(cfg.seed))
+    return torch.randn((batch, *shape[1:]), generator=torch.Generator().manual_seed(cfg.seed)).to(device or "cpu")
+
+
+def calibration_batches(cfg: RunConfig, device=None):
+    """The class-stratified calibration images in their fixed order, batches on `device`."""
+    return calibration_loader(data_spec(cfg), cfg.calib_samples, cfg.batch_size, cfg.seed, workers=cfg.workers, device=device)
+
+
+def evaluation_batches(cfg: RunConfig, device=None):
+    """The evaluation split (None without data), batches on `device`."""
+    return eval_loader(data_spec(cfg), cfg.eval_samples, cfg.batch_size, cfg.seed, cfg.workers, device=device)
+
+
+def training_batches(cfg: RunConfig, device=None, process: Process | None = None):
+    """Shuffled training images, --batch-size per process (this process's share under torchrun)."""
+    process = process or Process()
+    return train_loader(data_spec(cfg), cfg.train_samples, cfg.batch_size, cfg.seed, cfg.workers, device=device,
+                        rank=process.rank, world_size=process.world_size)  # fmt: skip
 
 
 def data_spec(cfg: RunConfig) -> DataSpec:
@@ -99,13 +126,14 @@ def scoring_context(cfg: RunConfig, model: torch.nn.Module, groups: list[UnitGro
         options=options,
         batches=batches,
         fresh_model=fresh_model,
-        example=example_input(cfg),
+        example=example_input(cfg, device=next(model.parameters()).device),
     )
 
 
-def training_options(cfg: RunConfig) -> TrainingOptions:
+def training_options(cfg: RunConfig, device=None, channels_last: bool = False) -> TrainingOptions:
     return TrainingOptions(epochs=cfg.distill_epochs, optimizer=cfg.distill_optimizer, lr=cfg.distill_lr,
-                           temperature=cfg.distill_temperature, alpha=cfg.distill_alpha, regularise=cfg.regularize)  # fmt: skip
+                           temperature=cfg.distill_temperature, alpha=cfg.distill_alpha, regularise=cfg.regularize,
+                           amp=resolve_amp(cfg.amp, device or "cpu"), channels_last=channels_last)  # fmt: skip
 
 
 def ranking_of(cfg: RunConfig, groups: list[UnitGroup]) -> str:

@@ -13,12 +13,21 @@ from safetensors.torch import load_file
 from exporters import TARGETS
 from pipeline.core.artifacts import read_json, write_json
 from pipeline.core.log import info, progress
-from pipeline.data.loaders import accuracy, calibration_loader, eval_loader
+from pipeline.data.loaders import accuracy
 from pipeline.models.build import save_weights
 from pipeline.models.clone import clone_model
 from pipeline.pruning import budget, compensation, macs, surgery
 from pipeline.pruning.surgery import UnitGroup
-from pipeline.stages.common import StageContext, data_spec, dense_model, example_input, input_shape, load_groups, ranking_of
+from pipeline.stages.common import (
+    StageContext,
+    calibration_batches,
+    dense_model,
+    evaluation_batches,
+    example_input,
+    input_shape,
+    load_groups,
+    ranking_of,
+)  # fmt: skip
 from pipeline.training import iterative
 
 
@@ -46,13 +55,13 @@ class Choice:
 def run(ctx: StageContext) -> None:
     cfg = ctx.cfg
     analysis = read_json(ctx.input("calibrate", "groups"))
-    model = dense_model(cfg)
+    model = dense_model(cfg).to(ctx.device)
     surgery.drop_modules(model, analysis.get("dropped", []))  # training-only heads the forward never reaches
-    example, groups = example_input(cfg), load_groups(ctx.run_dir)
+    example, groups = example_input(cfg, device=ctx.device), load_groups(ctx.run_dir)
     scores = load_file(str(ctx.input("score", "scores")))
     estimator = macs.MacsEstimator(model, example, groups)
     choice = choose(ctx, groups, scores, estimator)
-    calibration = lambda: calibration_loader(data_spec(cfg), cfg.calib_samples, cfg.batch_size, cfg.seed, workers=cfg.workers)  # noqa: E731
+    calibration = lambda: calibration_batches(cfg, ctx.device)  # noqa: E731
     steps, added_biases = None, []
     if cfg.iterative:
         schedule = _iterative(ctx, model, example, groups, scores, choice.kept, calibration)
@@ -154,7 +163,7 @@ def _metrics(ctx: StageContext, model, pruned, example, plan: dict, choice: Choi
     cfg = ctx.cfg
     dense_macs, dense_params = macs.count(model, example)
     pruned_macs, pruned_params = macs.count(pruned, example)
-    one_shot = accuracy(pruned, eval_loader(data_spec(cfg), cfg.eval_samples, cfg.batch_size, cfg.seed, cfg.workers))
+    one_shot = accuracy(pruned, evaluation_batches(cfg, ctx.device))
     metrics = {
         "dense": {"macs": dense_macs, "params": dense_params},
         "pruned": {"macs": pruned_macs, "params": pruned_params, "accuracy_one_shot": one_shot},
@@ -169,15 +178,15 @@ def _metrics(ctx: StageContext, model, pruned, example, plan: dict, choice: Choi
 
 def _iterative(ctx: StageContext, model, example, groups, scores, kept, calibration):
     """Class-Aware Pruning's schedule towards the same final kept counts (pipeline.training.iterative)."""
-    from pipeline.data.loaders import train_loader
-    from pipeline.stages.common import scorer_class, scoring_context, training_options
+    from pipeline.stages.common import scorer_class, scoring_context, training_batches, training_options
     from pipeline.statistics import calibration as collectors
-    from pipeline.training.distillation import finetune
+    from pipeline.training.distillation import finetune, has_convolutions
 
-    cfg, spec = ctx.cfg, data_spec(ctx.cfg)
+    cfg = ctx.cfg
     scorer = scorer_class(cfg)()
-    evaluation = eval_loader(spec, cfg.eval_samples, cfg.batch_size, cfg.seed, cfg.workers)
-    training = train_loader(spec, cfg.train_samples, cfg.batch_size, cfg.seed, cfg.workers)
+    evaluation = evaluation_batches(cfg, ctx.device)
+    training = training_batches(cfg, ctx.device)
+    options = training_options(cfg, ctx.device, channels_last=ctx.device.type == "cuda" and has_convolutions(model))
 
     def rescore(current, current_groups):
         consumers = sorted({c.module for g in current_groups for c in g.consumers})
@@ -190,7 +199,7 @@ def _iterative(ctx: StageContext, model, example, groups, scores, kept, calibrat
 
     schedule = iterative.run(
         model, example=example, groups=groups, first_scores=scores, target_kept=kept, rescore=rescore,
-        recalibrate=recalibrate, finetune=lambda student: finetune(student, model, training, training_options(cfg)),
+        recalibrate=recalibrate, finetune=lambda student: finetune(student, model, training, options),
         evaluate=lambda m: accuracy(m, evaluation), dense_accuracy=read_json(ctx.input("calibrate", "accuracy"))["dense"],
         max_acc_drop=cfg.max_acc_drop, keep_patterns=cfg.keep_layers,
     )  # fmt: skip

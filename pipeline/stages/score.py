@@ -8,20 +8,18 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pipeline.core.artifacts import write_json
+from pipeline.core.device import to_cpu
 from pipeline.core.log import info
-from pipeline.data.loaders import calibration_loader
-from pipeline.stages.common import StageContext, data_spec, dense_model, load_groups, scorer_class, scoring_context
+from pipeline.stages.common import StageContext, calibration_batches, dense_model, load_groups, scorer_class, scoring_context
 
 
 def run(ctx: StageContext) -> None:
     cfg = ctx.cfg
-    model = dense_model(cfg)
+    model = dense_model(cfg).to(ctx.device)
     groups = load_groups(ctx.run_dir)
     stats = load_file(str(ctx.input("calibrate", "stats")))
-
-    batches = lambda: calibration_loader(data_spec(cfg), cfg.calib_samples, cfg.batch_size, cfg.seed, workers=cfg.workers)  # noqa: E731
-    score_ctx = scoring_context(cfg, model, groups, stats, batches)
-    scores = scorer_class(cfg)().score(score_ctx)
+    score_ctx = scoring_context(cfg, model, groups, stats, lambda: calibration_batches(cfg, ctx.device))
+    scores = to_cpu(scorer_class(cfg)().score(score_ctx))
     for group in groups:
         if group.name in scores and scores[group.name].shape != (group.size,):
             raise RuntimeError(
@@ -32,7 +30,7 @@ def run(ctx: StageContext) -> None:
         score_ctx.notes.append(
             f"{cfg.scorer}: {len(unscored)} group(s) outside the criterion's scope kept whole ({', '.join(unscored[:3])}{', ...' if len(unscored) > 3 else ''})"
         )
-    save_file({name: v.contiguous() for name, v in scores.items()}, str(ctx.output("scores")))
+    save_file(scores, str(ctx.output("scores")))
     write_scores_csv(ctx.output("table"), groups, scores, score_ctx.evidence)
     if score_ctx.budget:  # the criterion chose how many units each group keeps
         write_json(

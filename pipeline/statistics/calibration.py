@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from pipeline.core.device import float64_device, to_cpu, to_float64
 from pipeline.data.loaders import SYNTHETIC_LABEL
 
 BACKWARD_BYTES = 1 << 30  # what one calibration backward pass may hold for autograd
@@ -46,7 +47,7 @@ class InputMoments:
     def on_input(self, module: str, x: torch.Tensor, labels: torch.Tensor) -> None:
         rows = max(1, self.CHUNK_ELEMENTS // max(x[:1].numel(), 1))
         for part in x.detach().split(rows):
-            self._merge(module, _channels_last(part).double())
+            self._merge(module, to_float64(_channels_last(part)))
 
     def _merge(self, module: str, obs: torch.Tensor) -> None:
         n_b = obs.shape[0]
@@ -84,11 +85,14 @@ class ClassMoments:
         self.sums: dict[str, dict[int, list[torch.Tensor]]] = {}
 
     def on_input(self, module: str, x: torch.Tensor, labels: torch.Tensor) -> None:
-        pooled = _pooled(x.detach()).double()
+        pooled = to_float64(_pooled(x.detach()))
+        labels = labels.to(pooled.device)
         per_class = self.sums.setdefault(module, {})
         for label in labels.unique().tolist():
             rows = pooled[labels == label]
-            acc = per_class.setdefault(int(label), [torch.zeros(()), torch.zeros_like(rows[0]), torch.zeros_like(rows[0])])
+            acc = per_class.setdefault(
+                int(label), [torch.zeros((), device=rows.device), torch.zeros_like(rows[0]), torch.zeros_like(rows[0])]
+            )
             acc[0] = acc[0] + rows.shape[0]
             acc[1] = acc[1] + rows.sum(0)
             acc[2] = acc[2] + (rows**2).sum(0)
@@ -125,7 +129,7 @@ class InputGateGradients:
         pass
 
     def on_input_grad(self, module: str, x: torch.Tensor, grad: torch.Tensor) -> None:
-        product = (x.detach() * grad).double()
+        product = to_float64(x.detach() * grad)
         per_sample = product.sum(dim=(2, 3)) if product.dim() == 4 else (product.sum(1) if product.dim() == 3 else product)
         self.gate[module] = self.gate.get(module, 0) + per_sample.sum(0)
         self.gate_abs[module] = self.gate_abs.get(module, 0) + per_sample.abs().sum(0)
@@ -158,13 +162,13 @@ class ClassTaylor:
         self.labels[module] = labels
 
     def on_input_grad(self, module: str, x: torch.Tensor, grad: torch.Tensor) -> None:
-        importance = (x.detach() * grad).abs().double()
+        importance = to_float64((x.detach() * grad).abs())
         if importance.dim() == 2:
             importance = importance[:, :, None]
         elif importance.dim() == 3:  # tokens: (batch, tokens, channels) -> (batch, channels, tokens)
             importance = importance.transpose(1, 2)
         importance = importance.reshape(importance.shape[0], importance.shape[1], -1)
-        labels = self.labels[module]
+        labels = self.labels[module].to(importance.device)
         sums, counts = self.sums.setdefault(module, {}), self.counts.setdefault(module, {})
         if module not in self.firing:
             self.firing[module] = {}
@@ -183,7 +187,8 @@ class ClassTaylor:
         out = {}
         for module, sums in self.sums.items():
             labels = sorted(sums)
-            counts = torch.tensor([self.counts[module][c] for c in labels], dtype=torch.float64)
+            device = sums[labels[0]].device
+            counts = torch.tensor([self.counts[module][c] for c in labels], dtype=torch.float64, device=device)
             out[f"{self.name}/{module}/labels"] = torch.tensor(labels, dtype=torch.int64)
             out[f"{self.name}/{module}/count"] = counts
             out[f"{self.name}/{module}/mean"] = torch.stack([sums[c] for c in labels]) / counts[:, None]
@@ -200,7 +205,8 @@ ALL_NEEDS = (*COLLECTORS, WEIGHT_GRADS)
 
 def collect(model: nn.Module, batches, consumers: list[str], needs: tuple[str, ...], progress=None) -> dict[str, torch.Tensor]:
     """Run the calibration batches through `model` with the collectors of `needs`; the loss of the
-    backward pass is cross-entropy on the labels (or the model's own predictions without labels)."""
+    backward pass is cross-entropy on the labels (or the model's own predictions without labels).
+    The batches are on the model's device; the statistics come back on the CPU, as they are saved."""
     unknown = set(needs) - set(ALL_NEEDS)
     if unknown:
         raise ValueError(f"unknown calibration needs: {sorted(unknown)}")
@@ -231,19 +237,23 @@ def collect(model: nn.Module, batches, consumers: list[str], needs: tuple[str, .
 
     for name in consumers:
         handles.append(model.get_submodule(name).register_forward_pre_hook(make_hook(name)))
-    grads = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in model.named_parameters()} if WEIGHT_GRADS in needs else {}
+    grads = (
+        {n: torch.zeros_like(p, dtype=torch.float64, device=float64_device(p.device)) for n, p in model.named_parameters()}
+        if WEIGHT_GRADS in needs
+        else {}
+    )
     batches_seen, chunk = 0, None
     try:
         for inputs, labels in batches:
             with torch.no_grad():
-                labels = _labels_or_predictions(model, inputs, labels)
+                labels = _labels_or_predictions(model, inputs, labels.to(inputs.device))
             current_labels[:] = [labels]
             if backward:
                 chunk = chunk or backward_chunk(model, inputs)
                 _backward_in_chunks(model, inputs, labels, chunk, active, current_labels)
                 for n, p in model.named_parameters():
                     if n in grads and p.grad is not None:
-                        grads[n] += p.grad.double()
+                        grads[n] += to_float64(p.grad)
             else:
                 with torch.no_grad():
                     active[0] = True
@@ -261,7 +271,7 @@ def collect(model: nn.Module, batches, consumers: list[str], needs: tuple[str, .
         stats.update(collector.result())
     for n, g in grads.items():
         stats[f"{WEIGHT_GRADS}/{n}"] = g / max(batches_seen, 1)
-    return stats
+    return to_cpu(stats)
 
 
 def backward_chunk(model: nn.Module, inputs: torch.Tensor) -> int:

@@ -16,6 +16,7 @@ def jeffries_matusita(mean: torch.Tensor, var: torch.Tensor, pairs: torch.Tensor
 
     `mean`, `var`: (classes, channels); `pairs`: (P, 2) class indices. Returns (channels, P), each in
     [0, 2]: 0 where the two classes' activations have the same distribution, 2 where they separate."""
+    pairs = pairs.to(mean.device)
     std = var.clamp_min(0).sqrt().clamp_min(STD_FLOOR)
     m1, m2 = mean[pairs[:, 0]], mean[pairs[:, 1]]
     s1, s2 = std[pairs[:, 0]], std[pairs[:, 1]]
@@ -25,7 +26,8 @@ def jeffries_matusita(mean: torch.Tensor, var: torch.Tensor, pairs: torch.Tensor
 
 
 def class_pairs(classes: int, max_pairs: int = 2000, seed: int = 0) -> torch.Tensor:
-    """All (c, c~) with c < c~; above `max_pairs` a fixed-seed sample of them (ImageNet has 499,500)."""
+    """All (c, c~) with c < c~; above `max_pairs` a fixed-seed sample of them (ImageNet has 499,500).
+    On the CPU, so that the sample is the same wherever the statistics are."""
     pairs = torch.combinations(torch.arange(classes), 2)
     if len(pairs) > max_pairs:
         pick = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))[:max_pairs]
@@ -39,7 +41,7 @@ def kmedoids(distances: torch.Tensor, k: int, seed: int = 0, max_swaps: int = 20
     the total distance to the nearest medoid)."""
     n = distances.shape[0]
     if k >= n:
-        return torch.arange(n)
+        return torch.arange(n, device=distances.device)
     generator = torch.Generator().manual_seed(seed)
     medoids = [int(distances.sum(1).argmin())]  # the most central point first, deterministically
     nearest = distances[medoids[0]].clone()
@@ -49,10 +51,10 @@ def kmedoids(distances: torch.Tensor, k: int, seed: int = 0, max_swaps: int = 20
             rest = [i for i in range(n) if i not in medoids]
             medoids += rest[: k - len(medoids)]
             break
-        pick = int(torch.multinomial(weights, 1, generator=generator))
+        pick = int(torch.multinomial(weights.cpu(), 1, generator=generator))  # a CPU draw: the same on every device
         medoids.append(pick)
         nearest = torch.minimum(nearest, distances[pick])
-    chosen = torch.tensor(medoids)
+    chosen = torch.tensor(medoids, device=distances.device)
     for _ in range(max_swaps):
         to_medoids = distances[chosen]  # (k, n)
         two = to_medoids.topk(min(2, k), dim=0, largest=False)
@@ -61,7 +63,7 @@ def kmedoids(distances: torch.Tensor, k: int, seed: int = 0, max_swaps: int = 20
         owner = two.indices[0]
         # cost change of replacing medoid i by candidate o, for every point j:
         # points owned by i go to min(d2, D[o]); the others to min(d1, D[o])
-        base = torch.where(owner[None, :] == torch.arange(k)[:, None], d2[None, :], d1[None, :])  # (k, n)
+        base = torch.where(owner[None, :] == torch.arange(k, device=owner.device)[:, None], d2[None, :], d1[None, :])  # (k, n)
         step = max(1, 4_000_000 // (n * n))  # medoids per chunk: bounds the (chunk, n, n) temporary
         change = torch.cat(
             [(torch.minimum(base[s : s + step, None, :], distances[None]) - d1).sum(-1) for s in range(0, k, step)]

@@ -17,9 +17,10 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 
+from pipeline.core.device import rows_that_fit
 from pipeline.pruning.surgery import UnitGroup
 
-CACHE_BYTES = 2 << 30  # prefix outputs kept in memory; above this they are recomputed per pass
+CACHE_BYTES = 2 << 30  # prefix outputs kept in host memory; above this they are recomputed per pass
 
 
 class _Stop(Exception):
@@ -60,7 +61,7 @@ class Prefix:
     def _fits(self, inputs: torch.Tensor) -> bool:
         one = self._compute(inputs[:1])
         per_sample = sum(_nbytes(v) for v in one.values())
-        return per_sample * inputs.shape[0] <= CACHE_BYTES
+        return per_sample == 0 or inputs.shape[0] <= rows_that_fit(inputs.device, per_sample, CACHE_BYTES // per_sample)
 
     def _compute(self, inputs: torch.Tensor) -> dict[str, object]:
         outputs: dict[str, object] = {}
@@ -152,7 +153,7 @@ class Intervener:
         def hook(module, args):
             x = args[0]
             channel_dim = 1 if isinstance(module, nn.Conv2d) else x.dim() - 1
-            keep = torch.ones(x.shape[channel_dim], dtype=x.dtype)
+            keep = torch.ones(x.shape[channel_dim], dtype=x.dtype, device=x.device)
             for name, units in self.removed.items():
                 for consumer in self.groups[name].consumers:
                     if consumer.module == module_name and units:
@@ -177,7 +178,7 @@ class Intervener:
                 return (x * mask, *args[1:])
             fill_shape = [1] * x.dim()
             fill_shape[channel_dim] = -1
-            return (x * mask + (1 - mask) * fill.to(x.dtype).reshape(fill_shape), *args[1:])
+            return (x * mask + (1 - mask) * fill.to(x.device, x.dtype).reshape(fill_shape), *args[1:])
 
         return hook
 

@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline.core import distributed
+from pipeline.core.errors import ArtifactError
 from pipeline.core.log import info
 from pipeline.data.loaders import SYNTHETIC_LABEL
 
@@ -61,9 +63,25 @@ def make_optimizer(name: str, params, lr: float):
     return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
 
 
+AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def resolve_amp(name: str, device) -> str:
+    """--amp auto: bf16 on CUDA devices that support it, else off (on the CPU mixed precision is slower
+    than float32 for most convolutions; ask for it with --amp bf16)."""
+    if name != "auto":
+        return name
+    device = torch.device(device)
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
+
+
+def has_convolutions(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainingOptions:
-    """How a pruned student is fine-tuned (the run's --distill-* flags and --regularize)."""
+    """How a pruned student is fine-tuned (the run's --distill-* flags, --regularize and --amp)."""
 
     epochs: int
     optimizer: str = "sgd"
@@ -71,6 +89,8 @@ class TrainingOptions:
     temperature: float = 4.0
     alpha: float = 0.9
     regularise: str = "none"
+    amp: str = "off"  # bf16 | fp16 | off, resolved for the device (resolve_amp)
+    channels_last: bool = False  # NHWC activations and weights: what CUDA's convolution kernels run fastest
 
 
 def finetune(
@@ -84,53 +104,95 @@ def finetune(
     checkpoint: Path | None = None,
     history: list | None = None,
 ) -> list[float]:
-    """Distil `teacher` into `student` for `epochs` (one-cycle schedule); returns each epoch's mean loss.
+    """Distil `teacher` into `student` for `epochs` (one-cycle schedule) on the device the student is
+    on; returns each epoch's mean loss (over every process under torchrun).
 
-    `on_epoch(epoch, loss)`'s return values are appended to `history`. With `checkpoint`, everything an
-    epoch leaves (weights, optimiser, schedule, random states, losses, history) is saved there after
-    it, and a checkpoint found at the start is resumed from: a killed run re-run ends as if never killed."""
+    Under torchrun the student trains wrapped in DistributedDataParallel (BatchNorm synchronised across
+    GPUs on CUDA), each process on its share of the batches (`loader`), and only rank 0 calls
+    `on_epoch` (whose return values are appended to `history`) and writes the checkpoint. With
+    `checkpoint`, everything an epoch leaves (weights, optimiser, schedule, gradient scaler, random
+    states, losses, history) is saved there after it, and a checkpoint found at the start is resumed
+    from: a killed run re-run ends as if never killed."""
+    process = distributed.current()
+    device = next(student.parameters()).device
     teacher.eval()
+    if options.channels_last:
+        student.to(memory_format=torch.channels_last)
+        teacher.to(memory_format=torch.channels_last)
+    trained = _parallel(student, device) if process.distributed else student
     epochs = options.epochs
     opt = make_optimizer(options.optimizer, student.parameters(), options.lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=options.lr, total_steps=max(1, epochs * len(loader)), pct_start=0.1
     )
+    amp_dtype = getattr(torch, AMP_DTYPES[options.amp]) if options.amp in AMP_DTYPES else None
+    scaler = torch.amp.GradScaler(device.type, enabled=options.amp == "fp16")  # fp16 gradients underflow unscaled
     history = [] if history is None else history
     losses, done = [], 0
     if checkpoint is not None and checkpoint.is_file():
-        done, losses = _resume(checkpoint, student, opt, schedule, loader, history)
+        done, losses = _resume(checkpoint, student, opt, schedule, scaler, loader, history)
     for epoch in range(done + 1, epochs + 1):
-        student.train()
-        total, batches = 0.0, 0
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        trained.train()
+        total, batches = torch.zeros((), device=device), 0
         for inputs, labels in loader:
-            with torch.no_grad():  # the teacher's logits, once per batch
-                teacher_logits = logits_of(teacher(inputs))
-            loss = distillation_loss(logits_of(student(inputs)), teacher_logits, labels, options.temperature, options.alpha)
+            if options.channels_last and inputs.dim() == 4:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                with torch.no_grad():  # the teacher's logits, once per batch
+                    teacher_logits = logits_of(teacher(inputs))
+                student_logits = logits_of(trained(inputs))
+            loss = distillation_loss(student_logits.float(), teacher_logits.float(), labels, options.temperature, options.alpha)
             if options.regularise == "class-aware":
                 loss = loss + class_aware_penalty(student)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             schedule.step()
-            total, batches = total + loss.item(), batches + 1
+            total, batches = total + loss.detach(), batches + 1
             if on_batch is not None:
                 on_batch()
-        student.eval()
-        losses.append(total / max(batches, 1))
-        history.append(on_epoch(epoch, losses[-1]) if on_epoch is not None else None)
-        if checkpoint is not None:
-            _save_checkpoint(checkpoint, epoch, student, opt, schedule, loader, losses, history)
+        trained.eval()
+        losses.append(distributed.mean(total.item() / max(batches, 1)))
+        if process.is_main:
+            history.append(on_epoch(epoch, losses[-1]) if on_epoch is not None else None)
+        rng = distributed.gather(_rng_state(device))  # every process's, so each resumes with its own
+        if checkpoint is not None and process.is_main:
+            _save_checkpoint(checkpoint, epoch, student, opt, schedule, scaler, loader, losses, history, rng)
+        distributed.barrier()  # the others wait while rank 0 evaluates and saves
+    if options.channels_last:
+        student.to(memory_format=torch.contiguous_format)
     return losses
 
 
-def _save_checkpoint(path: Path, epoch: int, student, opt, schedule, loader, losses, history) -> None:
+def _parallel(student: nn.Module, device) -> nn.Module:
+    """The student wrapped for DistributedDataParallel; on CUDA with synchronised BatchNorm, so that
+    N GPUs normalise over the global batch as one process would (gloo on the CPU has no SyncBatchNorm:
+    there each process normalises over its own share)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    module = nn.SyncBatchNorm.convert_sync_batchnorm(student) if device.type == "cuda" else student
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _rng_state(device) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _save_checkpoint(path: Path, epoch: int, student, opt, schedule, scaler, loader, losses, history, rng) -> None:
     generator = getattr(loader, "generator", None)
     state = {
         "epoch": epoch,
         "student": student.state_dict(),
         "optimizer": opt.state_dict(),
         "schedule": schedule.state_dict(),
-        "torch_rng": torch.get_rng_state(),
+        "scaler": scaler.state_dict(),
+        "rng": rng,
         "loader_rng": generator.get_state() if generator is not None else None,
         "losses": losses,
         "history": history,
@@ -141,12 +203,22 @@ def _save_checkpoint(path: Path, epoch: int, student, opt, schedule, loader, los
     os.replace(tmp, path)  # a kill while saving leaves the previous epoch's checkpoint whole
 
 
-def _resume(path: Path, student, opt, schedule, loader, history: list) -> tuple[int, list[float]]:
+def _resume(path: Path, student, opt, schedule, scaler, loader, history: list) -> tuple[int, list[float]]:
+    process = distributed.current()
     state = torch.load(path, map_location="cpu", weights_only=True)
+    if len(state["rng"]) != process.world_size:
+        raise ArtifactError(
+            f"{path} was written by {len(state['rng'])} process(es), this distillation runs {process.world_size}; "
+            "re-run with the same number of processes, or delete the checkpoint to start over"
+        )
     student.load_state_dict(state["student"])
     opt.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
-    torch.set_rng_state(state["torch_rng"])
+    scaler.load_state_dict(state["scaler"])
+    rng = state["rng"][process.rank]
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng:
+        torch.cuda.set_rng_state(rng["cuda"], next(student.parameters()).device)
     generator = getattr(loader, "generator", None)
     if generator is not None and state["loader_rng"] is not None:
         generator.set_state(state["loader_rng"])  # the next epoch shuffles as it would have
