@@ -282,12 +282,14 @@ def check(onnx_file, target, precision, trt_version, strict):
 
 @main.command("list")
 def list_plugins():
-    """Scorers, targets and model families, and why any of them cannot load here."""
+    """Scorers, budget allocators, targets and model families, and why any of them cannot load here."""
     from exporters import TARGETS
+    from pipeline.allocators import ALLOCATORS
     from pipeline.models import FAMILIES
     from pipeline.scorers import SCORERS
 
-    for title, registry in (("scorers", SCORERS), ("targets", TARGETS), ("model families", FAMILIES)):
+    registries = (("scorers", SCORERS), ("budget allocators", ALLOCATORS), ("targets", TARGETS), ("model families", FAMILIES))
+    for title, registry in registries:
         click.echo(f"{title}:")
         for name in registry.names():
             reason = registry.unavailable_reason(name)

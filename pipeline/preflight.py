@@ -109,11 +109,14 @@ def _budget(cfg: RunConfig, scorer) -> dict:
 
 def _check_scorer_and_targets(cfg: RunConfig) -> None:
     from exporters import TARGETS
+    from pipeline.allocators import ALLOCATORS
     from pipeline.models import FAMILIES
     from pipeline.models.specs import parse_spec
     from pipeline.scorers import SCORERS
 
     SCORERS.entry(cfg.scorer)
+    if cfg.budget is not None:
+        ALLOCATORS.entry(cfg.budget)
     for target in cfg.targets:
         TARGETS.entry(target)
         reason = TARGETS.unavailable_reason(target)

@@ -36,7 +36,7 @@ def test_help_and_list_work_without_heavy_imports():
     code = "import sys; from pipeline.cli import main; sys.argv=['pipeline','list']; main()"
     result = subprocess.run([sys.executable, "-c", code + "\n"], capture_output=True, text=True)
     assert result.returncode == 0
-    for name in ("l1", "l2", "random", "bn-scale", "taylor", "cpu", "openvino", "cifar"):
+    for name in ("l1", "l2", "random", "bn-scale", "taylor", "own-scaled", "macs", "cpu", "openvino", "cifar"):
         assert name in result.stdout
     probe = "import sys, pipeline.cli; from pipeline.cli import main; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"

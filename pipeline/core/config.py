@@ -14,7 +14,6 @@ from pipeline.core.errors import ConfigError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 RANKINGS = ("auto", "uniform", "global")
-BUDGETS = ("ratio", "macs", "own", "own-scaled")
 DEFAULT_RATIO = 0.5
 COMPENSATIONS = ("auto", "none", "mean", "lstsq")
 REGULARISERS = ("none", "class-aware")
@@ -40,8 +39,7 @@ class RunConfig:
     scorer: str = "l1"
     ratio: float | None = None  # fraction of units removed per group; default 0.5 without a MACs target
     macs_reduction: float | None = None  # dense MACs / pruned MACs to reach, within 5%
-    # resolved at preflight: ratio | macs (a fraction or a MACs target), own | own-scaled (the criterion's
-    # per-layer counts, as they are or scaled to a --ratio/--macs-reduction)
+    # resolved at preflight: the budget allocator (pipeline.allocators), named after what the budget is given in
     budget: str | None = None
     round_to: int | None = None  # None: the targets' channel block (design.md)
     keep_layers: tuple[str, ...] = ()  # module-name patterns never pruned, besides stem and classifier
@@ -113,8 +111,6 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"model_args must be a mapping of argument names to values, got {cfg.model_args!r}")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"unknown precision '{cfg.precision}'; valid: {', '.join(PRECISIONS)}")
-    if cfg.budget is not None and cfg.budget not in BUDGETS:
-        raise ConfigError(f"unknown budget mode '{cfg.budget}'; valid: {', '.join(BUDGETS)}")
     if cfg.ranking not in RANKINGS:
         raise ConfigError(f"unknown ranking '{cfg.ranking}'; valid: {', '.join(RANKINGS)}")
     if cfg.compensate not in COMPENSATIONS:

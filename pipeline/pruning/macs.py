@@ -61,11 +61,37 @@ def count(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
 
 
 @dataclass
-class _Term:
-    macs: int
+class LayerGroups:
+    """Which groups change one conv, linear or attention module's widths."""
+
     out_group: str | None  # the group whose kept fraction scales this layer's outputs
     in_groups: list[tuple[str, float]]  # (group, input channels per unit) scaling its inputs
     in_total: int
+
+
+def layer_groups(model: nn.Module, names, groups: list[UnitGroup]) -> dict[str, LayerGroups]:
+    """For each module name in `names`, the groups that set its output and input widths."""
+    found = {}
+    for name in names:
+        module = model.get_submodule(name)
+        out_group, in_groups = None, []
+        for group in groups:
+            if name in group.producers or (group.kind == "head" and name == group.name):
+                out_group = group.name
+            for consumer in group.consumers:
+                if consumer.module == name and consumer.depthwise:
+                    out_group = group.name
+                elif consumer.module == name:
+                    in_groups.append((group.name, len(consumer.channels) / group.size))
+        in_total = getattr(module, "in_channels", None) or getattr(module, "in_features", 1)
+        found[name] = LayerGroups(out_group, in_groups, in_total)
+    return found
+
+
+def kept_inputs(layer: LayerGroups, sizes: dict[str, int], kept: dict[str, int]) -> float:
+    """The input channels a layer keeps for these kept counts."""
+    removed = sum((sizes[g] - kept.get(g, sizes[g])) * per_unit for g, per_unit in layer.in_groups)
+    return max(0.0, layer.in_total - removed)
 
 
 class MacsEstimator:
@@ -73,31 +99,17 @@ class MacsEstimator:
 
     def __init__(self, model: nn.Module, example: torch.Tensor, groups: list[UnitGroup]):
         self.sizes = {g.name: g.size for g in groups}
-        macs = per_module_macs(model, example)
-        self.dense = sum(macs.values())
-        self.terms: list[_Term] = []
-        for name, value in macs.items():
-            module = model.get_submodule(name)
-            out_group, in_groups = None, []
-            for group in groups:
-                if name in group.producers or (group.kind == "head" and name == group.name):
-                    out_group = group.name
-                for consumer in group.consumers:
-                    if consumer.module == name and consumer.depthwise:
-                        out_group = group.name
-                    elif consumer.module == name:
-                        in_groups.append((group.name, len(consumer.channels) / group.size))
-            in_total = getattr(module, "in_channels", None) or getattr(module, "in_features", 1)
-            self.terms.append(_Term(value, out_group, in_groups, in_total))
+        self.macs = per_module_macs(model, example)
+        self.dense = sum(self.macs.values())
+        self.layers = layer_groups(model, self.macs, groups)
 
     def estimate(self, kept: dict[str, int]) -> int:
         total = 0.0
-        for term in self.terms:
-            factor = 1.0
-            if term.out_group is not None:
-                factor *= kept.get(term.out_group, self.sizes[term.out_group]) / self.sizes[term.out_group]
-            removed_inputs = sum((self.sizes[g] - kept.get(g, self.sizes[g])) * per_unit for g, per_unit in term.in_groups)
-            if term.in_groups:
-                factor *= max(0.0, 1.0 - removed_inputs / term.in_total)
-            total += term.macs * factor
+        for name, value in self.macs.items():
+            layer, factor = self.layers[name], 1.0
+            if layer.out_group is not None:
+                factor *= kept.get(layer.out_group, self.sizes[layer.out_group]) / self.sizes[layer.out_group]
+            if layer.in_groups:
+                factor *= kept_inputs(layer, self.sizes, kept) / layer.in_total
+            total += value * factor
         return int(round(total))

@@ -18,7 +18,7 @@ input); in each, the non-critical units are removed in chunks of 10% of them, de
 largest effect first; a chunk that costs more than --max-acc-drop accuracy against the dense model
 on a held-out split of the calibration images is undone and ends the layer. Each layer is scored on
 the model with the later layers already pruned. No fine-tuning. The per-layer counts are this
-criterion's own budget; a budget flag scales them (pipeline.pruning.budget.ScaledAllocator).
+criterion's own budget; a budget flag scales them (pipeline.allocators.base.ScaledSpread).
 
 Cost: per layer, one pass for the layers before it (cached, pipeline.statistics.interventions.Prefix) and per
 unit one pass through the rest, many units per pass; at most 64 scoring images per class, the rest

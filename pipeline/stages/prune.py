@@ -11,12 +11,14 @@ import torch
 from safetensors.torch import load_file
 
 from exporters import TARGETS
+from pipeline.allocators import ALLOCATORS
+from pipeline.allocators.base import Request, lowest
 from pipeline.core.artifacts import read_json, write_json
 from pipeline.core.log import info, progress
 from pipeline.data.loaders import accuracy
 from pipeline.models.build import save_weights
 from pipeline.models.clone import clone_model
-from pipeline.pruning import budget, compensation, macs, surgery
+from pipeline.pruning import compensation, macs, surgery
 from pipeline.pruning.surgery import UnitGroup
 from pipeline.stages.common import (
     StageContext,
@@ -91,17 +93,18 @@ def choose(ctx: StageContext, groups: list[UnitGroup], scores: dict, estimator: 
     round_to = cfg.round_to or channel_block(cfg.targets, cfg.precision)
     own = read_json(ctx.input("score", "budget")) if cfg.budget in ("own", "own-scaled") else None
     ranking = ranking_of(cfg, groups)
-    ratio = cfg.ratio if cfg.macs_reduction is None else None
-    knob, kept, round_to, notes = budget.plan_budget(
-        groups, scores, estimator, ratio, cfg.macs_reduction, round_to, cfg.round_to is None, cfg.max_unit_ratio, ranking,
-        own["kept"] if own else None,
+    request = Request(
+        groups, scores, estimator, round_to, cfg.round_to is None, cfg.max_unit_ratio, ranking,
+        ratio=cfg.ratio, macs_reduction=cfg.macs_reduction, own=own["kept"] if own else None,
     )  # fmt: skip
+    allocation = ALLOCATORS.load(cfg.budget)(request)
     if own:
         ranking = "own, scaled" if cfg.budget == "own-scaled" else "own"  # the criterion's per-layer counts
-    for note in notes:
+    for note in allocation.notes:
         info(f"prune: {note}")
-    removal = {g.name: budget.lowest(scores[g.name], kept[g.name]) for g in groups if g.name in scores}
-    return Choice(kept, removal, knob, ranking, round_to, own, notes)
+    kept = allocation.kept
+    removal = {g.name: lowest(scores[g.name], kept[g.name]) for g in groups if g.name in scores}
+    return Choice(kept, removal, allocation.knob, ranking, allocation.round_to, own, allocation.notes)
 
 
 def _one_shot(ctx: StageContext, model, example, groups, choice: Choice, calibration) -> tuple[torch.nn.Module, list[str]]:

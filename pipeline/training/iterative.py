@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from pipeline.allocators.base import lowest
 from pipeline.models.clone import clone_model
-from pipeline.pruning import budget, surgery
+from pipeline.pruning import surgery
 from pipeline.pruning.analysis import analyse
 from pipeline.pruning.surgery import UnitGroup
 
@@ -35,7 +36,7 @@ def _step_removal(groups: list[UnitGroup], scores: dict, sizes: dict, target: di
         excess = sizes[group.name] - target[group.name]
         count = min(excess, math.ceil(STEP_FRACTION * original[group.name]))
         if count > 0:
-            removal[group.name] = budget.lowest(scores[group.name], sizes[group.name] - count)
+            removal[group.name] = lowest(scores[group.name], sizes[group.name] - count)
     return removal
 
 
