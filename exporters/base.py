@@ -46,6 +46,13 @@ class Target:
         """Per-trial seconds per variant when the target times itself (trtexec); None: time sessions."""
         return None
 
+    def layer_times(
+        self, compiled_dir: Path, input_shape: tuple[int, ...], threads: int, precision: str = "fp32", runs: int = 20
+    ):
+        """Per-layer milliseconds per call from the runtime's own profiler, {layer: {"op": type, "ms": time}},
+        as the runtime names its (fused) layers; None where the target has no profiler here."""
+        return None
+
     def layer_reasons(self, compiled_dir: Path) -> list[str]:
         """What the runtime did to the pruned widths (padding, reformats), for the verdict."""
         return []

@@ -65,6 +65,42 @@ class OnnxRuntimeCpu(Target):
         small = Path(compiled_dir) / MODEL_FILE
         return _OrtSession(small if small.is_file() else Path(compiled_dir) / BIG_MODEL_FILE, threads)
 
+    def layer_times(
+        self, compiled_dir: Path, input_shape: tuple[int, ...], threads: int, precision: str = "fp32", runs: int = 20
+    ):
+        """ONNX Runtime's session profiler: each node's kernel time, averaged over `runs` calls."""
+        import tempfile
+
+        small = Path(compiled_dir) / MODEL_FILE
+        with tempfile.TemporaryDirectory() as scratch:
+            session = _OrtSession(small if small.is_file() else Path(compiled_dir) / BIG_MODEL_FILE, threads, profile_in=scratch)
+            feed = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
+            session.run(feed)  # warm-up, profiled too: dropped below as the first call of each node
+            for _ in range(runs):
+                session.run(feed)
+            trace = Path(session.session.end_profiling()).read_text()
+        return node_times(trace, runs)
+
+
+def node_times(trace: str, runs: int) -> dict[str, dict]:
+    """Per-node milliseconds per call from an ONNX Runtime profile (Chrome trace JSON: events of category
+    "Node" named <node>_kernel_time with their duration in microseconds); the first call of each node
+    (warm-up) is left out."""
+    import json
+
+    seen: dict[str, int] = {}
+    totals: dict[str, dict] = {}
+    for event in json.loads(trace):
+        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
+            continue
+        node = event["name"][: -len("_kernel_time")]
+        seen[node] = seen.get(node, 0) + 1
+        if seen[node] == 1:
+            continue
+        entry = totals.setdefault(node, {"op": event.get("args", {}).get("op_name", ""), "ms": 0.0})
+        entry["ms"] += event["dur"] / 1000.0 / runs
+    return totals
+
 
 def _save_optimized_to(options, out_dir: Path, big: bool) -> None:
     if not big:
@@ -77,10 +113,13 @@ def _save_optimized_to(options, out_dir: Path, big: bool) -> None:
 
 
 class _OrtSession:
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, threads: int, profile_in: str | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        if profile_in:
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(profile_in) / "profile")
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -53,6 +53,24 @@ class OpenVinoCpu(Target):
     def open(self, compiled_dir: Path, input_shape: tuple[int, ...], threads: int, precision: str = "fp32"):
         return _OpenVinoSession(Path(compiled_dir) / XML, input_shape, threads, inference_precision(precision))
 
+    def layer_times(
+        self, compiled_dir: Path, input_shape: tuple[int, ...], threads: int, precision: str = "fp32", runs: int = 20
+    ):
+        """The CPU plugin's performance counters: each executed layer's real time, averaged over `runs` calls."""
+        session = _OpenVinoSession(
+            Path(compiled_dir) / XML, input_shape, threads, inference_precision(precision), performance_counters=True
+        )
+        feed = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
+        session.run(feed)  # warm-up
+        totals: dict[str, dict] = {}
+        for _ in range(runs):
+            session.run(feed)
+            for info in session.request.get_profiling_info():  # counters of the last call
+                if str(info.status).endswith("EXECUTED"):
+                    entry = totals.setdefault(info.node_name, {"op": info.node_type, "ms": 0.0})
+                    entry["ms"] += info.real_time.total_seconds() * 1000.0 / runs
+        return totals
+
 
 def inference_precision(precision: str) -> str:
     """The CPU plugin's INFERENCE_PRECISION_HINT: f16 for an FP16 run where the CPU has FP16 arithmetic
@@ -67,7 +85,9 @@ def inference_precision(precision: str) -> str:
 
 
 class _OpenVinoSession:
-    def __init__(self, xml: Path, input_shape: tuple[int, ...], threads: int, inference_precision: str):
+    def __init__(
+        self, xml: Path, input_shape: tuple[int, ...], threads: int, inference_precision: str, performance_counters: bool = False
+    ):
         import openvino as ov
 
         core = ov.Core()
@@ -78,6 +98,7 @@ class _OpenVinoSession:
             "NUM_STREAMS": "1",
             "INFERENCE_NUM_THREADS": str(threads),
             "INFERENCE_PRECISION_HINT": inference_precision,
+            **({"PERF_COUNT": "YES"} if performance_counters else {}),
         }
         self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()

@@ -66,3 +66,45 @@ def test_cpu_target_keeps_weights_past_the_flatbuffer_limit_beside_the_graph(tmp
     with torch.no_grad():
         expected = model(batch).numpy()
     np.testing.assert_allclose(target.open(out, (2, 3, 32, 32), threads=1).run(batch.numpy()), expected, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("target_name", ["cpu", "openvino"])
+def test_the_runtimes_profiler_times_each_layer_of_a_real_session(target_name, tmp_path):
+    import time
+
+    target = _available(target_name)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 64, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 10),
+    ).eval()  # fmt: skip
+    onnx_export.export(model, torch.randn(1, 3, 32, 32), tmp_path / "model.onnx")
+    (tmp_path / "compiled").mkdir()
+    target.compile(tmp_path / "model.onnx", tmp_path / "compiled", "fp32")
+    times = target.layer_times(tmp_path / "compiled", (2, 3, 32, 32), threads=1, runs=10)
+    convs = {name: t for name, t in times.items() if "conv" in t["op"].lower()}
+    assert len(convs) == 2 and all(t["ms"] > 0 for t in times.values())
+    # the wider conv does 21x the work (64*16*9 against 16*3*9 MACs per pixel), so it takes longer
+    narrow, wide = sorted(convs.values(), key=lambda t: t["ms"])
+    assert wide["ms"] > 2 * narrow["ms"]
+    session = target.open(tmp_path / "compiled", (2, 3, 32, 32), threads=1)
+    feed = np.zeros((2, 3, 32, 32), np.float32)
+    session.run(feed)
+    started = time.perf_counter()
+    for _ in range(10):
+        session.run(feed)
+    # per-layer times add up to no more than a call takes (plus slack for a noisy machine)
+    assert sum(t["ms"] for t in times.values()) < 3 * (time.perf_counter() - started) / 10 * 1000
+
+
+def test_onnx_runtime_trace_parsing_drops_the_warm_up_call():
+    import json
+
+    from exporters.cpu import node_times
+
+    events = [
+        {"cat": "Session", "name": "model_run", "dur": 900},
+        *[{"cat": "Node", "name": "conv_kernel_time", "dur": d, "args": {"op_name": "Conv"}} for d in (500, 100, 300)],
+        {"cat": "Node", "name": "conv_fence_before", "dur": 1},
+    ]
+    assert node_times(json.dumps(events), runs=2) == {"conv": {"op": "Conv", "ms": pytest.approx(0.2)}}
