@@ -97,7 +97,11 @@ def node_times(trace: str, runs: int) -> dict[str, dict]:
         seen[node] = seen.get(node, 0) + 1
         if seen[node] == 1:
             continue
-        entry = totals.setdefault(node, {"op": event.get("args", {}).get("op_name", ""), "ms": 0.0})
+        args = event.get("args", {})
+        # input shapes (activations, then weights): how a node renamed by ONNX Runtime's layout passes
+        # (a fused conv is named after a tensor) is matched to the layer it came from
+        shapes = [next(iter(item.values())) for item in args.get("input_type_shape", [])]
+        entry = totals.setdefault(node, {"op": args.get("op_name", ""), "ms": 0.0, "input_shapes": shapes})
         entry["ms"] += event["dur"] / 1000.0 / runs
     return totals
 

@@ -87,6 +87,8 @@ def test_the_runtimes_profiler_times_each_layer_of_a_real_session(target_name, t
     # the wider conv does 21x the work (64*16*9 against 16*3*9 MACs per pixel), so it takes longer
     narrow, wide = sorted(convs.values(), key=lambda t: t["ms"])
     assert wide["ms"] > 2 * narrow["ms"]
+    if target_name == "cpu":  # each fused node's weight shape, to match it to its layer
+        assert [narrow["input_shapes"][1], wide["input_shapes"][1]] == [[16, 3, 3, 3], [64, 16, 3, 3]]
     session = target.open(tmp_path / "compiled", (2, 3, 32, 32), threads=1)
     feed = np.zeros((2, 3, 32, 32), np.float32)
     session.run(feed)
@@ -102,9 +104,14 @@ def test_onnx_runtime_trace_parsing_drops_the_warm_up_call():
 
     from exporters.cpu import node_times
 
+    shapes = [{"float": [1, 3, 8, 8]}, {"float": [16, 3, 3, 3]}]
     events = [
         {"cat": "Session", "name": "model_run", "dur": 900},
-        *[{"cat": "Node", "name": "conv_kernel_time", "dur": d, "args": {"op_name": "Conv"}} for d in (500, 100, 300)],
+        *[
+            {"cat": "Node", "name": "conv_kernel_time", "dur": d, "args": {"op_name": "Conv", "input_type_shape": shapes}}
+            for d in (500, 100, 300)
+        ],
         {"cat": "Node", "name": "conv_fence_before", "dur": 1},
     ]
-    assert node_times(json.dumps(events), runs=2) == {"conv": {"op": "Conv", "ms": pytest.approx(0.2)}}
+    expected = {"conv": {"op": "Conv", "ms": pytest.approx(0.2), "input_shapes": [[1, 3, 8, 8], [16, 3, 3, 3]]}}
+    assert node_times(json.dumps(events), runs=2) == expected
