@@ -3,7 +3,6 @@ that runs it. Sessions take and return numpy arrays; profiling only needs `run`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Protocol
 
@@ -60,10 +59,9 @@ class Target:
 
 def default_threads() -> int:
     """Every core this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    from pipeline.core.device import available_cores
+
+    return available_cores()
 
 
 def cpu_vector_block() -> int:

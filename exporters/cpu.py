@@ -62,8 +62,7 @@ class OnnxRuntimeCpu(Target):
         return {"runtime": "onnxruntime", "version": ort.__version__, "optimization": "ORT_ENABLE_ALL", "precision": precision}
 
     def open(self, compiled_dir: Path, input_shape: tuple[int, ...], threads: int, precision: str = "fp32"):
-        small = Path(compiled_dir) / MODEL_FILE
-        return _OrtSession(small if small.is_file() else Path(compiled_dir) / BIG_MODEL_FILE, threads)
+        return _OrtSession(_compiled_model(compiled_dir), threads)
 
     def layer_times(
         self, compiled_dir: Path, input_shape: tuple[int, ...], threads: int, precision: str = "fp32", runs: int = 20
@@ -71,9 +70,8 @@ class OnnxRuntimeCpu(Target):
         """ONNX Runtime's session profiler: each node's kernel time, averaged over `runs` calls."""
         import tempfile
 
-        small = Path(compiled_dir) / MODEL_FILE
         with tempfile.TemporaryDirectory() as scratch:
-            session = _OrtSession(small if small.is_file() else Path(compiled_dir) / BIG_MODEL_FILE, threads, profile_in=scratch)
+            session = _OrtSession(_compiled_model(compiled_dir), threads, profile_in=scratch)
             feed = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
             session.run(feed)  # warm-up, profiled too: dropped below as the first call of each node
             for _ in range(runs):
@@ -104,6 +102,12 @@ def node_times(trace: str, runs: int) -> dict[str, dict]:
         entry = totals.setdefault(node, {"op": args.get("op_name", ""), "ms": 0.0, "input_shapes": shapes})
         entry["ms"] += event["dur"] / 1000.0 / runs
     return totals
+
+
+def _compiled_model(compiled_dir: Path) -> Path:
+    """The optimised model compile saved: ORT format, or ONNX with a data file past 2 GB of weights."""
+    small = Path(compiled_dir) / MODEL_FILE
+    return small if small.is_file() else Path(compiled_dir) / BIG_MODEL_FILE
 
 
 def _save_optimized_to(options, out_dir: Path, big: bool) -> None:

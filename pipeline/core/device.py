@@ -7,6 +7,7 @@ on a GPU host exports and profiles anywhere. torch is imported inside the functi
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 
 from pipeline.core.errors import ConfigError
@@ -42,6 +43,14 @@ def resolve_device(name: str = "auto", local_rank: int | None = None):
     if name == "mps" and not _mps_available():
         raise ConfigError("--device mps: the MPS backend is not available here; use --device cpu")
     return torch.device(name)
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _mps_available() -> bool:

@@ -122,12 +122,10 @@ def every_core():
     side but leaves the others' cores idle while they wait."""
     import torch
 
+    from pipeline.core.device import available_cores
+
     before = torch.get_num_threads()
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or before
-    torch.set_num_threads(max(before, cores))
+    torch.set_num_threads(max(before, available_cores()))
     try:
         yield
     finally:

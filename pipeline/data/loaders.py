@@ -3,12 +3,10 @@ calibration samples are class-stratified where labels are cheap to read, else a 
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
 
-from pipeline.core.device import to_device
+from pipeline.core.device import available_cores, to_device
 from pipeline.data.sources import DataSpec, datasets, labels_of
 
 SYNTHETIC_LABEL = -1  # labels of synthetic inputs: scorers use the dense model's own prediction
@@ -107,11 +105,7 @@ def default_workers(batches: int, in_memory: bool, processes_here: int = 1) -> i
     the training loop, at most 8; none for tensors already in memory or a loader of a few batches."""
     if in_memory or batches < MIN_BATCHES_FOR_WORKERS:
         return 0
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(0, min(8, cores // max(processes_here, 1) - 1))
+    return max(0, min(8, available_cores() // max(processes_here, 1) - 1))
 
 
 def _loader(dataset, batch_size: int, workers: int | None, device, in_memory: bool, sampler=None, drop_last=False):
