@@ -29,8 +29,7 @@ def cifar10_root() -> Path:
 
 
 def machine() -> str:
-    from exporters.base import default_threads
-    from pipeline.stages.profile import cpu_name
+    from exporters.base import cpu_name, default_threads
 
     return f"{cpu_name()}, {default_threads()} threads, Python {platform.python_version()}"
 

@@ -3,6 +3,7 @@ that runs it. Sessions take and return numpy arrays; profiling only needs `run`.
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 from typing import Protocol
 
@@ -24,6 +25,14 @@ class Target:
     def block(self, precision: str) -> int:
         """Channel multiple the runtime's kernels use; unaligned widths are padded back up."""
         return 8
+
+    def runtime_version(self) -> str:
+        """The runtime and its version, e.g. "onnxruntime 1.22.0": a latency measured under another is not reused."""
+        raise NotImplementedError
+
+    def hardware(self) -> str:
+        """What the runtime computes on (CPU model, GPU name): a latency measured on other hardware is not reused."""
+        return cpu_name()
 
     def precision_problem(self, precision: str) -> str | None:
         """Why this target cannot run `precision`, or None."""
@@ -71,3 +80,24 @@ def cpu_vector_block() -> int:
     except OSError:
         return 8
     return 16 if " avx512f" in flags else 8
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def warm_up(run, seconds: float = 0.1) -> None:
+    """Call `run` for about `seconds` (at least once) before profiling it: thread pools started, caches and
+    allocators settled."""
+    import time
+
+    started = time.perf_counter()
+    run()
+    while time.perf_counter() - started < seconds:
+        run()

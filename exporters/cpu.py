@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.base import Target, cpu_vector_block
+from exporters.base import Target, cpu_vector_block, warm_up
 from pipeline.core.errors import ConfigError
 
 MODEL_FILE = "model.ort"
@@ -22,6 +22,11 @@ class OnnxRuntimeCpu(Target):
 
     def block(self, precision: str) -> int:
         return cpu_vector_block()
+
+    def runtime_version(self) -> str:
+        import onnxruntime as ort
+
+        return f"onnxruntime {ort.__version__}"
 
     def precision_problem(self, precision: str) -> str | None:
         if precision not in ("fp32", "fp16", "int8"):
@@ -67,13 +72,13 @@ class OnnxRuntimeCpu(Target):
     def layer_times(
         self, compiled_dir: Path, input_shape: tuple[int, ...], threads: int, precision: str = "fp32", runs: int = 20
     ):
-        """ONNX Runtime's session profiler: each node's kernel time, averaged over `runs` calls."""
+        """ONNX Runtime's session profiler: each node's median kernel time over `runs` calls after a warm-up."""
         import tempfile
 
         with tempfile.TemporaryDirectory() as scratch:
             session = _OrtSession(_compiled_model(compiled_dir), threads, profile_in=scratch)
             feed = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
-            session.run(feed)  # warm-up, profiled too: dropped below as the first call of each node
+            warm_up(lambda: session.run(feed))  # profiled too: dropped as each node's first calls
             for _ in range(runs):
                 session.run(feed)
             trace = Path(session.session.end_profiling()).read_text()
@@ -81,27 +86,25 @@ class OnnxRuntimeCpu(Target):
 
 
 def node_times(trace: str, runs: int) -> dict[str, dict]:
-    """Per-node milliseconds per call from an ONNX Runtime profile (Chrome trace JSON: events of category
-    "Node" named <node>_kernel_time with their duration in microseconds); the first call of each node
-    (warm-up) is left out."""
+    """Per-node median milliseconds per call over the last `runs` calls of an ONNX Runtime profile (Chrome trace
+    JSON: events of category "Node" named <node>_kernel_time with their duration in microseconds); the calls
+    before them (warm-up) are left out."""
     import json
 
-    seen: dict[str, int] = {}
-    totals: dict[str, dict] = {}
+    calls: dict[str, list[float]] = {}
+    found: dict[str, dict] = {}
     for event in json.loads(trace):
         if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
             continue
         node = event["name"][: -len("_kernel_time")]
-        seen[node] = seen.get(node, 0) + 1
-        if seen[node] == 1:
-            continue
+        calls.setdefault(node, []).append(event["dur"] / 1000.0)
         args = event.get("args", {})
         # input shapes (activations, then weights): how a node renamed by ONNX Runtime's layout passes
         # (a fused conv is named after a tensor) is matched to the layer it came from
         shapes = [next(iter(item.values())) for item in args.get("input_type_shape", [])]
-        entry = totals.setdefault(node, {"op": args.get("op_name", ""), "ms": 0.0, "input_shapes": shapes})
-        entry["ms"] += event["dur"] / 1000.0 / runs
-    return totals
+        found.setdefault(node, {"op": args.get("op_name", ""), "input_shapes": shapes})
+    return {node: {"op": entry["op"], "ms": float(np.median(calls[node][-runs:])), "input_shapes": entry["input_shapes"]}
+            for node, entry in found.items()}  # fmt: skip
 
 
 def _compiled_model(compiled_dir: Path) -> Path:

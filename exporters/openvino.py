@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.base import Target, cpu_vector_block
+from exporters.base import Target, cpu_vector_block, warm_up
 from pipeline.core.errors import ConfigError
 
 XML, BIN = "model.xml", "model.bin"
@@ -21,6 +21,11 @@ class OpenVinoCpu(Target):
 
     def block(self, precision: str) -> int:
         return cpu_vector_block()
+
+    def runtime_version(self) -> str:
+        import openvino as ov
+
+        return f"openvino {ov.get_version()}"
 
     def check(self, onnx_path: Path, precision: str) -> list:
         """The one rule that matters here: OpenVINO's ONNX frontend converts the graph."""
@@ -56,20 +61,21 @@ class OpenVinoCpu(Target):
     def layer_times(
         self, compiled_dir: Path, input_shape: tuple[int, ...], threads: int, precision: str = "fp32", runs: int = 20
     ):
-        """The CPU plugin's performance counters: each executed layer's real time, averaged over `runs` calls."""
+        """The CPU plugin's performance counters: each executed layer's median real time over `runs` calls after a warm-up."""
         session = _OpenVinoSession(
             Path(compiled_dir) / XML, input_shape, threads, inference_precision(precision), performance_counters=True
         )
         feed = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
-        session.run(feed)  # warm-up
-        totals: dict[str, dict] = {}
+        warm_up(lambda: session.run(feed))
+        calls: dict[str, list[float]] = {}
+        types: dict[str, str] = {}
         for _ in range(runs):
             session.run(feed)
             for info in session.request.get_profiling_info():  # counters of the last call
                 if str(info.status).endswith("EXECUTED"):
-                    entry = totals.setdefault(info.node_name, {"op": info.node_type, "ms": 0.0})
-                    entry["ms"] += info.real_time.total_seconds() * 1000.0 / runs
-        return totals
+                    calls.setdefault(info.node_name, []).append(info.real_time.total_seconds() * 1000.0)
+                    types[info.node_name] = info.node_type
+        return {name: {"op": types[name], "ms": float(np.median(times))} for name, times in calls.items()}
 
 
 def inference_precision(precision: str) -> str:

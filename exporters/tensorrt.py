@@ -62,6 +62,12 @@ class TensorRt(Target):
     def block(self, precision: str) -> int:
         return readiness.CHANNEL_BLOCK[precision]
 
+    def runtime_version(self) -> str:
+        return f"tensorrt {installed_version()}"
+
+    def hardware(self) -> str:
+        return _gpu_name()
+
     def precision_problem(self, precision: str) -> str | None:
         # fp32, fp16 and int8 (explicit Q/DQ) all build
         return None if precision in readiness.CHANNEL_BLOCK else f"precision {precision} is not supported (fp32, fp16, int8)"

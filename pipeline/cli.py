@@ -75,6 +75,17 @@ def _shape(ctx, param, value):
 @click.option("--scorer", help="Criterion (see `pipeline list`)  [default: l1]")
 @click.option("--ratio", type=float, help="Fraction of units removed per prunable group, in (0, 1)  [default: 0.5]")
 @click.option("--macs-reduction", type=float, help="Reach dense MACs / pruned MACs = X (within 5%) instead of a ratio.")
+@click.option(
+    "--speedup",
+    type=float,
+    help="Reach dense latency / pruned latency = X on the first --target, measured there (within 5%), instead of a ratio.",
+)
+@click.option("--latency-ms", type=float, help="Reach this pruned latency (milliseconds) on the first --target instead.")
+@click.option(
+    "--latency-table",
+    type=click.Path(dir_okay=False),
+    help="Per-layer latencies measured elsewhere (`pipeline latency-table`)  [default: measured here and cached]",
+)
 @click.option("--round-to", type=int, help="Round kept widths to this multiple  [default: the targets' channel block]")
 @click.option(
     "--ranking",
@@ -278,6 +289,51 @@ def check(onnx_file, target, precision, trt_version, strict):
         click.echo(f"{path.name}: not ready for {target} ({len(failed)} finding(s) fail)", err=True)
         sys.exit(1)
     click.echo(f"{path.name}: ready for {target} ({precision}{', ' + str(len(findings)) + ' warning(s)' if findings else ''})")
+
+
+@main.command("latency-table")
+@click.option("--model", required=True, help="Model spec, as for `pipeline run`.")
+@click.option(
+    "--model-arg", "model_args", multiple=True, metavar="KEY=VALUE", help="Keyword argument of its constructor (repeatable)."
+)
+@click.option("--weights", help="Checkpoint (the widths matter, not the values).")
+@click.option("--target", required=True, help="cpu | openvino | tensorrt: the runtime to measure on, here.")
+@click.option("--input-shape", callback=_shape, help="N,C,H,W at the batch size to deploy  [default: the model's, batch 1]")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), help="[default: fp32]")
+@click.option("--threads", type=int, help="Runtime threads  [default: every core]")
+@click.option("--round-to", type=int, help="Widths measured on multiples of N  [default: the target's channel block]")
+@click.option("--keep-layers", multiple=True, help="Module-name pattern never pruned (repeatable).")
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="Where to write the table (JSON).")
+def latency_table(out_file, **options):
+    """Measure a model's per-layer latency table on this machine's runtime, for `pipeline run --latency-table`
+    elsewhere (e.g. measured on the edge device, used on the build host)."""
+    from pathlib import Path
+
+    from exporters import TARGETS
+    from exporters.base import default_threads
+    from pipeline.core.config import build_config
+    from pipeline.latency import table as tables
+    from pipeline.latency.layers import measurable_layers
+    from pipeline.preflight import resolve
+    from pipeline.pruning.analysis import analyse
+    from pipeline.stages.common import dense_model, example_input
+
+    options["targets"] = (options.pop("target"),)
+    options["keep_layers"] = options["keep_layers"] or None
+    options["model_args"] = options["model_args"] or None
+    cfg = resolve(build_config(**options))
+    target = TARGETS.load(cfg.targets[0])()
+    model = dense_model(cfg).eval()
+    round_to = cfg.round_to or target.block(cfg.precision)
+    groups = analyse(model, example_input(cfg), cfg.keep_layers).groups
+    layers = measurable_layers(model, example_input(cfg, batch=cfg.input_shape[0]), groups, round_to, cfg.max_unit_ratio)
+    key = tables.TableKey(cfg.targets[0], target.runtime_version(), target.hardware(), cfg.precision, cfg.input_shape[0],
+                          cfg.threads or default_threads())  # fmt: skip
+    table, notes = tables.for_run(target, key, layers)
+    table.save(Path(out_file))
+    for note in notes:
+        click.echo(note)
+    click.echo(f"{out_file}: {len(table.entries)} layer shapes, {key.target} ({key.runtime}) on {key.hardware}")
 
 
 @main.command("list")

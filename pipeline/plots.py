@@ -58,3 +58,24 @@ def kept_units_plot(layers: list[dict], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def layer_share_plot(layers: list[dict], path: Path, title: str) -> None:
+    """Each layer's share of the MACs against its share of the time, dense above and pruned below: where
+    the time share outgrows the MACs share, removing MACs there buys little."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.18 * len(layers) + 2), 6), sharex=True)
+    positions = range(len(layers))
+    for variant, ax in enumerate(axes):
+        macs = [l["macs"][variant] for l in layers]
+        ms = [l["ms"][variant] for l in layers]
+        total_macs, total_ms = max(sum(macs), 1), max(sum(ms), 1e-9)
+        ax.bar([p - 0.2 for p in positions], [100 * m / total_macs for m in macs], 0.4, color="#7f7f7f", label="MACs share")
+        ax.bar([p + 0.2 for p in positions], [100 * t / total_ms for t in ms], 0.4, color="#1f77b4", label="time share")
+        ax.set_ylabel(f"{('dense', 'pruned')[variant]}: % of the layers")
+        ax.legend(loc="upper right")
+    axes[-1].set_xticks(list(positions), [l["layer"] for l in layers], rotation=90, fontsize=6)
+    axes[0].set_title(f"{title}: MACs share vs time share per layer")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -99,6 +99,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
 def _budget(cfg: RunConfig, scorer) -> dict:
     """How the prune stage decides how many units each group keeps. CoSeP and C-SWAP choose their own
     per-layer counts (unless --ranking spreads the budget by their scores instead); a budget flag scales them."""
+    if cfg.speedup is not None or cfg.latency_ms is not None:
+        return {"budget": "latency"}  # a criterion's own counts, where it has them, bound the widths
     given = cfg.ratio is not None or cfg.macs_reduction is not None
     if scorer.chooses_budget and cfg.ranking == "auto":
         return {"budget": "own-scaled" if given else "own"}

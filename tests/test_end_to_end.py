@@ -496,3 +496,42 @@ def test_on_cuda_every_scorer_runs_the_pipeline_and_scores_as_on_the_cpu(scorer,
     distill = read_manifest(runs["cuda"] / "distill")
     assert distill["device"].startswith("cuda:0") and distill["amp"] == ("bf16" if torch.cuda.is_bf16_supported() else "off")
     check_contract(json.loads((runs["cuda"] / "report.json").read_text()), ["cpu"])
+
+
+def test_a_speedup_is_met_on_the_cpu_target_and_its_tables_are_reused(tmp_path):
+    args = ["--model", TINY_SPECS["wide"], "--speedup", "1.5", "--target", "cpu", "--threads", "1", "--profile-seconds", "0.3",
+            "--calib-samples", "12", "--batch-size", "6", "--input-shape", "1,3,32,32"]  # fmt: skip
+    first = CliRunner().invoke(main, ["run", *args, "--out", str(tmp_path / "first")], catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    assert "latency table: measured" in first.output
+    metrics = json.loads((tmp_path / "first" / "prune" / "metrics.json").read_text())
+    rounds = metrics["latency"]["rounds"]
+    chosen = next(r for r in rounds if r["chosen"])
+    # measured on the target by the allocator, a few rounds at most, the closest kept; six groups of 64
+    # channels move in steps of about 4% of the latency, so on a shared machine 10% is what this model allows
+    assert len(rounds) <= 4 and chosen == min(rounds, key=lambda r: abs(r["measured_speedup"] / 1.5 - 1))
+    assert chosen["measured_speedup"] == pytest.approx(1.5, rel=0.10), rounds
+    report = json.loads((tmp_path / "first" / "report.json").read_text())
+    assert report["latency_budget"]["rounds"] == rounds
+    assert report["targets"]["cpu"]["speedup"] > 1.2  # profiled again, later: the same plan is faster
+    markdown = (tmp_path / "first" / "report.md").read_text()
+    assert "## Latency budget: 1.50x on cpu" in markdown and "| 1 |" in markdown
+    assert (tmp_path / "first" / "plots" / "layers-cpu.png").is_file()
+    # the same layers again: read from the cache, here by the command that writes a table for another machine
+    table = tmp_path / "table.json"
+    written = CliRunner().invoke(main, ["latency-table", "--model", TINY_SPECS["wide"], "--target", "cpu", "--threads", "1",
+                                        "--input-shape", "1,3,32,32", "--out", str(table)], catch_exceptions=False)  # fmt: skip
+    assert written.exit_code == 0, written.output
+    assert "latency table: all 2 layer shapes from the cache" in written.output and table.is_file()
+    second = CliRunner().invoke(main, ["run", *args, "--latency-table", str(table), "--out", str(tmp_path / "second"),
+                                       "--until", "prune"], catch_exceptions=False)  # fmt: skip
+    assert second.exit_code == 0, second.output
+    assert f"latency table from {table}" in second.output
+
+
+def test_latency_budgets_refuse_what_they_cannot_measure(tmp_path):
+    for extra, message in ((["--speedup", "2", "--ratio", "0.5"], "give one budget, not --ratio and --speedup"),
+                           (["--speedup", "0.9"], "--speedup must be > 1"),
+                           (["--latency-ms", "2", "--precision", "int8"], "measure fp32 and fp16 models")):  # fmt: skip
+        result = CliRunner().invoke(main, ["run", "--model", TINY_SPECS["wide"], *extra, "--out", str(tmp_path / "x")])
+        assert result.exit_code != 0 and message in result.output, result.output

@@ -233,3 +233,27 @@ TINY_SPECS.update(
         "cached_bias": "tests.tiny_models:tiny_cached_bias",
     }
 )
+
+
+class TinyWide(nn.Module):
+    """A stride-2 stem, then six 3x3 convs of 64 channels at 16x16: enough work per layer for pruning to
+    show on a CPU clock, and enough groups for a latency budget to be met in steps of 8 channels."""
+
+    def __init__(self, num_classes: int = 10, depth: int = 6):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, 2, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
+        self.body = nn.Sequential(
+            *[nn.Sequential(nn.Conv2d(64, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU()) for _ in range(depth)]
+        )
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        x = self.body(self.stem(x))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def tiny_wide(num_classes: int = 10) -> nn.Module:
+    return TinyWide(num_classes)
+
+
+TINY_SPECS["wide"] = "tests.tiny_models:tiny_wide"

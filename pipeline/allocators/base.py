@@ -27,6 +27,7 @@ class Request:
     ratio: float | None = None
     macs_reduction: float | None = None
     own: dict[str, int] | None = None  # the criterion's own per-group counts, where they apply
+    latency: object | None = None  # pipeline.latency.candidates.LatencyBudget, for the latency allocator
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Allocation:
     knob: float | None  # the search's ratio or scale (what the budget was met with)
     round_to: int
     notes: list[str] = field(default_factory=list)
+    details: dict = field(default_factory=dict)  # what the allocator measured (the latency rounds), for metrics.json
 
 
 def step_of(kind: str, round_to: int) -> int:

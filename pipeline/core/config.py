@@ -39,6 +39,11 @@ class RunConfig:
     scorer: str = "l1"
     ratio: float | None = None  # fraction of units removed per group; default 0.5 without a MACs target
     macs_reduction: float | None = None  # dense MACs / pruned MACs to reach, within 5%
+    speedup: float | None = None  # dense / pruned latency to reach on the first target, measured, within 5%
+    latency_ms: float | None = None  # the pruned latency to reach there instead, in milliseconds
+    latency_table: str | None = (
+        None  # per-layer latencies measured elsewhere (`pipeline latency-table`); None: measured here, cached
+    )
     # resolved at preflight: the budget allocator (pipeline.allocators), named after what the budget is given in
     budget: str | None = None
     round_to: int | None = None  # None: the targets' channel block (design.md)
@@ -91,8 +96,17 @@ class RunConfig:
 
 
 def validate(cfg: RunConfig) -> None:
-    if cfg.ratio is not None and cfg.macs_reduction is not None:
-        raise ConfigError("give either --ratio or --macs-reduction, not both")
+    budgets = [
+        f"--{n.replace('_', '-')}" for n in ("ratio", "macs_reduction", "speedup", "latency_ms") if getattr(cfg, n) is not None
+    ]
+    if len(budgets) > 1:
+        raise ConfigError(f"give one budget, not {' and '.join(budgets)}")
+    if cfg.speedup is not None and cfg.speedup <= 1.0:
+        raise ConfigError(f"--speedup must be > 1 (dense latency / pruned latency), got {cfg.speedup}")
+    if cfg.latency_ms is not None and cfg.latency_ms <= 0.0:
+        raise ConfigError(f"--latency-ms must be > 0, got {cfg.latency_ms}")
+    if (cfg.speedup or cfg.latency_ms) and cfg.precision == "int8":
+        raise ConfigError("--speedup and --latency-ms measure fp32 and fp16 models; with --precision int8 give --macs-reduction")
     if cfg.ratio is not None and not 0.0 < cfg.ratio < 1.0:
         raise ConfigError(f"--ratio must be in (0, 1), got {cfg.ratio}")
     if cfg.macs_reduction is not None and cfg.macs_reduction <= 1.0:

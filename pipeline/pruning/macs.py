@@ -55,6 +55,14 @@ def per_module_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
     return macs
 
 
+def widths(model: nn.Module, name: str) -> dict:
+    """A conv or linear module's output width, and whether it is depthwise (for the per-layer latency table)."""
+    module = model.get_submodule(name)
+    out = getattr(module, "out_channels", None) or getattr(module, "out_features", None)
+    depthwise = isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels == module.out_channels
+    return {"out": out, "depthwise": depthwise}
+
+
 def count(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
     """(MACs for one sample, parameter count)."""
     return sum(per_module_macs(model, example).values()), sum(p.numel() for p in model.parameters())

@@ -15,6 +15,7 @@ from pipeline.core.artifacts import write_json
 from pipeline.core.errors import PipelineError
 from pipeline.core.log import info
 from pipeline.data.loaders import calibration_loader
+from pipeline.models.hooks import forward_once
 from pipeline.stages.common import (
     StageContext,
     data_spec,
@@ -39,12 +40,7 @@ def conv_channels(model: torch.nn.Module, example: torch.Tensor) -> int:
     convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d))]
     calls: dict[int, int] = {}
     handles = [m.register_forward_pre_hook(lambda m, args: calls.update({id(m): calls.get(id(m), 0) + 1})) for m in convs]
-    try:
-        with torch.no_grad():
-            model.eval()(example)
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_once(model, example, handles)
     return sum(m.out_channels * calls.get(id(m), 0) for m in convs)
 
 

@@ -3,34 +3,22 @@
 
 from __future__ import annotations
 
-import platform
-
 import numpy as np
 
 from exporters import TARGETS
-from exporters.base import default_threads
+from exporters.base import cpu_name, default_threads
 from pipeline.core.artifacts import write_json
 from pipeline.core.errors import PipelineError
 from pipeline.core.log import info, progress
 from pipeline.stages.common import StageContext, input_shape
-from profiles import stats, timing
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
+from profiles import layers, measure, stats
 
 # Outputs against fp32 PyTorch: max abs error allowed, relative to the largest reference logit. fp32 is
 # strict (a miss is a bug); fp16 and int8 change the numbers by design, so there the top-1 agreement
 # and the accuracy of the quantised graph on the eval split (export/parity.json) are the check.
 PARITY_TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2, "int8": None}
 MIN_TOP1_AGREEMENT = 0.9
+LAYER_PROFILE_CALLS = 20
 
 
 def parity(sessions: dict, reference, precision: str, target: str) -> dict:
@@ -54,6 +42,18 @@ def parity(sessions: dict, reference, precision: str, target: str) -> dict:
     return result
 
 
+def layer_breakdown(ctx: StageContext, target, compiled, shape, threads: int) -> dict | None:
+    """Per-layer milliseconds of both models from the runtime's own profiler, matched to their modules."""
+    found = {}
+    for variant in ("dense", "pruned"):
+        times = target.layer_times(compiled / variant, shape, threads, ctx.cfg.precision, LAYER_PROFILE_CALLS)
+        if times is None:
+            return None
+        by_module, other = layers.match(times, layers.onnx_layers(ctx.input("export", variant)))
+        found[variant] = {"modules": by_module, "other_ms": other}
+    return found
+
+
 def run(ctx: StageContext) -> None:
     cfg = ctx.cfg
     target = TARGETS.load(ctx.target)()
@@ -68,14 +68,11 @@ def run(ctx: StageContext) -> None:
         sessions = {v: target.open(compiled / v, feed_shape, threads, cfg.precision) for v in ("dense", "pruned")}
         if batch == shape[0]:
             result["parity"] = parity(sessions, reference, cfg.precision, ctx.target)
-        feed = np.random.default_rng(cfg.seed).standard_normal(feed_shape).astype(np.float32)
-        times = target.profile({v: compiled / v for v in sessions}, feed_shape, cfg.profile_seconds, cfg.profile_trials)
-        if times is None:  # sessions timed here: device clocks where the session has one
-            runs = {
-                v: s.timed(feed) if hasattr(s, "timed") else (lambda s=s, feed=feed: s.run(feed)) for v, s in sessions.items()
-            }
-            with progress(cfg.profile_trials, f"profile {ctx.target} batch {batch}", "trial") as bar:
-                times = timing.interleaved(runs, cfg.profile_seconds, cfg.profile_trials, progress=lambda: bar.update(1))
+        with progress(cfg.profile_trials, f"profile {ctx.target} batch {batch}", "trial") as bar:
+            times = measure.time_compiled(
+                target, {v: compiled / v for v in sessions}, feed_shape, threads, cfg.precision, cfg.profile_seconds,
+                cfg.profile_trials, seed=cfg.seed, sessions=sessions, progress=lambda: bar.update(1),
+            )  # fmt: skip
         speedup, interval = stats.speedup_with_ci(times["dense"], times["pruned"], seed=cfg.seed)
         result["batches"][str(batch)] = {
             "dense_ms": stats.summary_ms(times["dense"]),
@@ -88,5 +85,6 @@ def run(ctx: StageContext) -> None:
             f"{result['batches'][str(batch)]['pruned_ms']['p50']:.2f} ms, speedup {speedup:.2f}x [{interval[0]:.2f}, {interval[1]:.2f}]"
         )
         del sessions
+    result["layers"] = layer_breakdown(ctx, target, compiled, shape, threads)
     result["runtime_notes"] = target.layer_reasons(compiled / "pruned")
     write_json(ctx.output("latency"), result)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
@@ -52,6 +53,17 @@ class Choice:
     round_to: int
     own: dict | None  # the criterion's own per-group counts (budget.json), where they apply
     notes: list[str] = field(default_factory=list)
+    details: dict = field(default_factory=dict)  # the allocator's measurements (latency rounds)
+
+
+def fingerprint_extras(cfg) -> dict:
+    """A latency budget also depends on how latency is measured, and on a brought-in table's contents."""
+    if cfg.budget != "latency":
+        return {}
+    from pipeline.core.artifacts import sha256_file
+
+    table = sha256_file(Path(cfg.latency_table)) if cfg.latency_table and Path(cfg.latency_table).is_file() else None
+    return {"latency": {"threads": cfg.threads, "seconds": cfg.profile_seconds, "trials": cfg.profile_trials, "table": table}}
 
 
 def run(ctx: StageContext) -> None:
@@ -62,7 +74,7 @@ def run(ctx: StageContext) -> None:
     example, groups = example_input(cfg, device=ctx.device), load_groups(ctx.run_dir)
     scores = load_file(str(ctx.input("score", "scores")))
     estimator = macs.MacsEstimator(model, example, groups)
-    choice = choose(ctx, groups, scores, estimator)
+    choice = choose(ctx, model, groups, scores, estimator)
     calibration = lambda: calibration_batches(cfg, ctx.device)  # noqa: E731
     steps, added_biases = None, []
     if cfg.iterative:
@@ -87,24 +99,44 @@ def run(ctx: StageContext) -> None:
     )
 
 
-def choose(ctx: StageContext, groups: list[UnitGroup], scores: dict, estimator: macs.MacsEstimator) -> Choice:
+def choose(ctx: StageContext, model, groups: list[UnitGroup], scores: dict, estimator: macs.MacsEstimator) -> Choice:
     """Kept counts from the resolved budget (pipeline.preflight), then the lowest-scored units of each group."""
     cfg = ctx.cfg
     round_to = cfg.round_to or channel_block(cfg.targets, cfg.precision)
-    own = read_json(ctx.input("score", "budget")) if cfg.budget in ("own", "own-scaled") else None
+    own = read_json(ctx.input("score", "budget")) if _uses_own_counts(ctx) else None
     ranking = ranking_of(cfg, groups)
     request = Request(
         groups, scores, estimator, round_to, cfg.round_to is None, cfg.max_unit_ratio, ranking,
         ratio=cfg.ratio, macs_reduction=cfg.macs_reduction, own=own["kept"] if own else None,
+        latency=_latency_budget(ctx, model, groups, scores, round_to) if cfg.budget == "latency" else None,
     )  # fmt: skip
     allocation = ALLOCATORS.load(cfg.budget)(request)
-    if own:
+    if own and cfg.budget != "latency":
         ranking = "own, scaled" if cfg.budget == "own-scaled" else "own"  # the criterion's per-layer counts
     for note in allocation.notes:
         info(f"prune: {note}")
     kept = allocation.kept
     removal = {g.name: lowest(scores[g.name], kept[g.name]) for g in groups if g.name in scores}
-    return Choice(kept, removal, allocation.knob, ranking, allocation.round_to, own, allocation.notes)
+    return Choice(kept, removal, allocation.knob, ranking, allocation.round_to, own, allocation.notes, allocation.details)
+
+
+def _uses_own_counts(ctx: StageContext) -> bool:
+    """The criterion's per-group counts: the budget itself, or upper bounds of a latency budget."""
+    if ctx.cfg.budget in ("own", "own-scaled"):
+        return True
+    return ctx.cfg.budget == "latency" and ctx.cfg.ranking == "auto" and ctx.input("score", "budget").is_file()
+
+
+def _latency_budget(ctx: StageContext, model, groups, scores, round_to: int):
+    from exporters.base import default_threads
+    from pipeline.latency.candidates import LatencyBudget, Setting
+
+    cfg = ctx.cfg
+    setting = Setting(
+        cfg.targets[0], cfg.precision, input_shape(cfg), cfg.threads or default_threads(), cfg.profile_seconds,
+        cfg.profile_trials, round_to, cfg.max_unit_ratio, Path(cfg.latency_table) if cfg.latency_table else None,
+    )  # fmt: skip
+    return LatencyBudget(setting, model, groups, scores, ctx.out / "latency", speedup=cfg.speedup, latency_ms=cfg.latency_ms)
 
 
 def _one_shot(ctx: StageContext, model, example, groups, choice: Choice, calibration) -> tuple[torch.nn.Module, list[str]]:
@@ -166,12 +198,16 @@ def _metrics(ctx: StageContext, model, pruned, example, plan: dict, choice: Choi
     cfg = ctx.cfg
     dense_macs, dense_params = macs.count(model, example)
     pruned_macs, pruned_params = macs.count(pruned, example)
+    per_layer = macs.per_module_macs(model, example), macs.per_module_macs(pruned, example)
     one_shot = accuracy(pruned, evaluation_batches(cfg, ctx.device))
     metrics = {
         "dense": {"macs": dense_macs, "params": dense_params},
         "pruned": {"macs": pruned_macs, "params": pruned_params, "accuracy_one_shot": one_shot},
         "macs_ratio": dense_macs / max(pruned_macs, 1), "units_removed": plan["units_removed"], "round_to": choice.round_to,
+        "layers": {name: {"macs": [value, per_layer[1].get(name, 0)], **macs.widths(pruned, name)} for name, value in per_layer[0].items()},
     }  # fmt: skip
+    if choice.details:
+        metrics["latency"] = choice.details
     if choice.own:  # what the criterion's own counts give, besides what was applied
         own = choice.own
         metrics["own_budget"] = {"kept": own["kept"], "details": own.get("details", {}),

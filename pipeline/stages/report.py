@@ -10,6 +10,7 @@ from pipeline import plots
 from pipeline.core.artifacts import read_json, read_manifest, write_json
 from pipeline.stages import artifact
 from pipeline.stages.common import StageContext, final_model_stage
+from profiles import layers as profiled_layers
 from profiles import stats
 from profiles.verdict import Evidence, judge, realisation_efficiency
 
@@ -80,9 +81,28 @@ def target_result(target: str, latency: dict, plan: dict, metrics: dict, cfg) ->
 
     result = figures(main)
     result["threads"], result["precision"] = latency["threads"], latency["precision"]
+    if latency.get("layers") and metrics.get("layers"):
+        result["layers"] = per_layer(latency["layers"], metrics["layers"], block)
     if len(batches) > 1:
         result["by_batch"] = {b: figures(b) for b in batches}
     return result
+
+
+def per_layer(times: dict, layers: dict, block: int) -> dict:
+    """Each layer's MACs and time, dense and pruned, and the layers whose time shrank least against their MACs."""
+    dense, pruned = times["dense"]["modules"], times["pruned"]["modules"]
+    macs = {name: layer["macs"] for name, layer in layers.items()}
+    rows = profiled_layers.slowest_to_shrink(dense, pruned, macs)
+    for row in rows:
+        facts = layers[row["layer"]]
+        row["reason"] = profiled_layers.reason(row, "depthwise" if facts["depthwise"] else "dense", facts["out"], block)
+    shares = [
+        {"layer": name, "macs": macs[name], "ms": [dense[name], pruned[name]]}
+        for name in macs
+        if name in dense and name in pruned
+    ]
+    other = [times["dense"]["other_ms"], times["pruned"]["other_ms"]]
+    return {"slowest_to_shrink": rows, "all": shares, "other_ms": other}
 
 
 def build_report(run_dir: Path, cfg) -> dict:
@@ -119,6 +139,8 @@ def build_report(run_dir: Path, cfg) -> dict:
         "layers": [{"name": g["name"], "kind": g["kind"], "size": g["size"], "kept": g["kept"]} for g in plan["groups"]],
         "notes": plan["notes"],
     }
+    if "latency" in metrics:  # the latency budget's measured rounds
+        report["latency_budget"] = metrics["latency"]
     report["precision"] = cfg.precision
     parity = artifact(run_dir, "export", "parity")
     if cfg.precision == "int8" and parity.is_file():  # the Q/DQ graphs every target ran
@@ -190,6 +212,9 @@ def markdown(report: dict) -> str:
     for target, result in report["targets"].items():
         if result["reasons"]:
             lines += ["", f"**{target}** ({result['verdict']}):"] + [f"- {reason}" for reason in result["reasons"]]
+    lines += _latency_budget_lines(report.get("latency_budget"))
+    for target, result in report["targets"].items():
+        lines += _why_not_faster_lines(target, result.get("layers"))
     lines += ["", "## Kept units per layer", ""]
     if "own_budget" in report:
         extra = [f for f in OWN_BUDGET_FIELDS if any(f in layer for layer in report["layers"])]
@@ -215,6 +240,45 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _latency_budget_lines(budget: dict | None) -> list[str]:
+    if not budget:
+        return []
+    lines = [
+        "", f"## Latency budget: {budget['speedup']:.2f}x on {budget.get('target', 'the first target')}", "",
+        "Widths allocated from per-layer latency tables, then measured whole on the target; a miss over 5% corrects the next round.",
+        "", "| round | predicted ms | predicted speedup | measured dense ms | measured pruned ms | measured speedup | |",
+        "|---:|---:|---:|---:|---:|---:|---|",
+    ]  # fmt: skip
+    for r in budget["rounds"]:
+        lines.append(
+            f"| {r['round']} | {r['predicted_ms']:.3f} | {r['predicted_speedup']:.2f}x | {r['measured_dense_ms']:.3f} | "
+            f"{r['measured_ms']:.3f} | {r['measured_speedup']:.2f}x | {'chosen' if r['chosen'] else ''} |"
+        )
+    return lines
+
+
+def _why_not_faster_lines(target: str, layers: dict | None) -> list[str]:
+    if not layers or not layers["slowest_to_shrink"]:
+        return []
+    dense_other, pruned_other = layers["other_ms"]
+    lines = [
+        "", f"## Why not faster on {target}, per layer", "",
+        "The layers whose time shrank least against their MACs (the runtime's own profiler, at the profiled batch); "
+        "*excess* is the time above one proportional to the MACs kept.",
+        "", "| layer | MACs kept | time kept | dense ms | pruned ms | excess ms | why |", "|---|---:|---:|---:|---:|---:|---|",
+    ]  # fmt: skip
+    for r in layers["slowest_to_shrink"]:
+        lines.append(
+            f"| {r['layer']} | {r['macs_kept']:.0%} | {r['time_kept']:.0%} | {r['dense_ms']:.3f} | {r['pruned_ms']:.3f} | "
+            f"{r['excess_ms']:.3f} | {r['reason']} |"
+        )
+    lines += [
+        "",
+        f"Layers without weights (element-wise, pooling, layout reorders): {dense_other:.3f} ms dense, {pruned_other:.3f} ms pruned.",
+    ]
+    return lines + ["", f"![MACs and time per layer](plots/layers-{target}.png)"]
+
+
 def run(ctx: StageContext) -> None:
     report = build_report(ctx.run_dir, ctx.cfg)
     write_json(ctx.output("json"), report)
@@ -222,6 +286,11 @@ def run(ctx: StageContext) -> None:
     ctx.output("plots").mkdir()
     if report["targets"]:
         plots.latency_plot(report, ctx.output("plots") / "latency.png")
+    for target, result in report["targets"].items():
+        if result.get("layers"):
+            plots.layer_share_plot(
+                result["layers"]["all"], ctx.output("plots") / f"layers-{target}.png", f"{report['model']} on {target}"
+            )
     plots.kept_units_plot(
         report["layers"],
         ctx.output("plots") / "kept_units.png",

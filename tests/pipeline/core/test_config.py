@@ -33,7 +33,7 @@ def test_unknown_yaml_key_is_an_error(tmp_path):
         ({"ratio": 0.0}, "ratio must be in"),
         ({"ratio": 1.0}, "ratio must be in"),
         ({"macs_reduction": 1.0}, "must be > 1"),
-        ({"ratio": 0.5, "macs_reduction": 2.0}, "either --ratio or --macs-reduction"),
+        ({"ratio": 0.5, "macs_reduction": 2.0}, "give one budget, not --ratio and --macs-reduction"),
         ({"input_shape": (3, 32, 32)}, "N,C,H,W"),
         ({"precision": "fp8"}, "unknown precision"),
         ({"calib_samples": 0}, "calib-samples must be >= 1"),
