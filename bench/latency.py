@@ -199,8 +199,10 @@ def table(rows: list[dict], seconds: float) -> str:
     ]
     for r in rows:
         cells = [
-            f"{fmt(r.get(p), 'macs_ratio', '.2f')}x / {fmt(r.get(p), 'speedup', '.2f')}x"
-            + (f" / {fmt(r.get(p), 'accuracy', '.4f')}" if p != "peer" else "")
+            "-"
+            if not r.get(p)
+            else f"{fmt(r[p], 'macs_ratio', '.2f')}x / {fmt(r[p], 'speedup', '.2f')}x"
+            + (f" / {fmt(r[p], 'accuracy', '.4f')}" if p != "peer" else "")
             for p in ("latency", "macs", "peer")
         ]
         lines.append(
