@@ -1,8 +1,8 @@
 """--speedup / --latency-ms: kept widths that keep the most of the criterion's score within a latency
 predicted from per-layer tables measured on the target (a multiple-choice knapsack over each group's
 widths on the channel block, as HALP), then measured whole on the target; when the measured speedup
-misses by more than 5%, the prediction's savings are scaled by what was measured and the widths
-re-allocated, a few rounds at most.
+misses by more than 5%, the next round asks the tables for the saving interpolated between the rounds
+whose measurements bracket the goal (next_ask), a few rounds at most.
 
 Scores are made comparable across groups as the ranking does: raw under the global ranking, else
 divided by their group's mean and weighted by the MACs that depend on one of the group's units (a
@@ -29,11 +29,12 @@ def allocate(request: Request) -> Allocation:
     widths = {g.name: options(g, request) for g in request.groups if g.name in request.scores}
     weights = unit_weights(request, widths) if request.ranking != "global" else dict.fromkeys(widths, 1.0)
     values = {name: kept_values(request.scores[name], request.ranking, weights[name]) for name in widths}
-    most_saving = min(1.0 - model.predict(fastest(model, widths)) / model.dense_ms, MOST_SAVING)
+    quickest = fastest(model, widths)
+    most_saving = min(1.0 - model.predict(quickest) / model.dense_ms, MOST_SAVING)
     tried = [(0.0, 0.0)]  # (predicted saving asked for, saving measured): the dense model saves nothing
     rounds, ask = [], min(1.0 - 1.0 / goal, most_saving)  # first round: the tables taken at their word
     for number in range(1, ROUNDS + 1):
-        kept = plan(model, widths, values, model.dense_ms * (1.0 - ask))
+        kept = plan(model, widths, values, model.dense_ms * (1.0 - ask), quickest)
         if any(r["kept"] == kept for r in rounds):
             break  # the widths' steps allow nothing between: measuring the same plan again tells nothing new
         predicted = model.predict(kept)
@@ -122,9 +123,8 @@ def fastest(model, widths: dict[str, list[int]]) -> dict[str, int]:
     return current
 
 
-def plan(model, widths: dict[str, list[int]], values: dict, target_ms: float) -> dict[str, int]:
-    """The most valuable widths whose predicted latency is within `target_ms` (the fastest plan when none is)."""
-    quickest = fastest(model, widths)
+def plan(model, widths: dict[str, list[int]], values: dict, target_ms: float, quickest: dict[str, int]) -> dict[str, int]:
+    """The most valuable widths whose predicted latency is within `target_ms` (`quickest`, the fastest plan, when none is)."""
     best, best_value, target = None, -float("inf"), target_ms
     for _ in range(3):  # the linearisation may overshoot: tighten the knapsack's budget by the excess
         current = {name: w[-1] for name, w in widths.items()}

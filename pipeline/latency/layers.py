@@ -106,11 +106,7 @@ def _grid(group: UnitGroup, round_to: int, max_unit_ratio: float) -> list[int]:
     step = step_of(group.kind, round_to)
     if group.size <= step:
         return [group.size]
-    low = floor_of(group.size, step, max_unit_ratio)
-    points = {group.size, low}
-    for i in range(1, GRID_POINTS - 1):
-        points.add(min(group.size, int(round((low + (group.size - low) * i / (GRID_POINTS - 1)) / step) * step)))
-    return sorted(points)
+    return _spaced(floor_of(group.size, step, max_unit_ratio), group.size, step)
 
 
 def _in_grid(layer: LayerGroups, groups: dict[str, UnitGroup], round_to: int, max_unit_ratio: float) -> list[int]:
@@ -118,13 +114,14 @@ def _in_grid(layer: LayerGroups, groups: dict[str, UnitGroup], round_to: int, ma
     if not layer.in_groups:
         return [layer.in_total]
     removable = sum((groups[g].size - _grid(groups[g], round_to, max_unit_ratio)[0]) * per for g, per in layer.in_groups)
-    low = layer.in_total - int(round(removable))
-    step = max(1, round_to)
-    points = {layer.in_total, low}
+    return _spaced(layer.in_total - int(round(removable)), layer.in_total, max(1, round_to))
+
+
+def _spaced(low: int, high: int, step: int) -> list[int]:
+    """`low`, `high` and GRID_POINTS - 2 widths evenly between them, rounded to `step`."""
+    points = {low, high}
     for i in range(1, GRID_POINTS - 1):
-        points.add(
-            max(low, min(layer.in_total, int(round((low + (layer.in_total - low) * i / (GRID_POINTS - 1)) / step) * step)))
-        )
+        points.add(max(low, min(high, int(round((low + (high - low) * i / (GRID_POINTS - 1)) / step) * step))))
     return sorted(points)
 
 

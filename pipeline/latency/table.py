@@ -1,6 +1,6 @@
 """Per-layer latency tables: each layer shape's time at a grid of kept widths, measured on the target
-runtime itself (compiled and timed by the target as the profile stage times whole models, all grid
-points of one layer interleaved so that drift hits them alike), interpolated in between. Tables are
+runtime itself (each point a one-layer graph compiled by the target and timed by its own per-layer
+profiler; without one, whole calls of all points of a layer interleaved), interpolated in between. Tables are
 cached per target, runtime version, hardware, precision, batch and threads, so a second run on the
 same machine measures nothing; one measured elsewhere (`pipeline latency-table`) can be brought in."""
 

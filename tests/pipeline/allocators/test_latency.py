@@ -78,7 +78,7 @@ def test_the_knapsack_keeps_the_highest_scores_per_millisecond():
     widths = {g.name: allocator.options(g, _request(None)) for g in _request(None).groups}
     values = {name: allocator.kept_values(scores[name], "global") for name in widths}
     model = Model()
-    kept = allocator.plan(model, widths, values, model.dense_ms - 24 * 0.05)
+    kept = allocator.plan(model, widths, values, model.dense_ms - 24 * 0.05, allocator.fastest(model, widths))
     assert kept["c"] == 8 and kept["a"] == 64 and kept["b"] == 64
 
 
