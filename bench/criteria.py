@@ -34,7 +34,11 @@ SCORERS = (
     "cswap@uniform",
 )
 OWN_BUDGET = ("cosep", "cswap")  # criteria that choose each layer's count
-VARIANTS = ("none", "mean", "lstsq")
+VARIANTS = ("none", "mean", "lstsq", "reconstruction", "sensitivity", "both")
+# the last three re-fit too: --select reconstruction, --allocate sensitivity, and both at once
+OPTIONS = {"reconstruction": {"select": "reconstruction"}, "sensitivity": {"allocate": "sensitivity"},
+           "both": {"select": "reconstruction", "allocate": "sensitivity"}}  # fmt: skip
+REFIT_VERSION = 2  # lstsq cells measured before the re-fit reached past the consumers are measured again
 ONLY = {"cswap": ("none",), "cswap@uniform": ("none",)}  # C-SWAP intervenes per compensation: one scoring (minutes) per variant
 CACHE = ROOT / "bench" / "results" / "criteria.json"
 
@@ -45,6 +49,8 @@ def one_shot(model: str, scorer: str, budget: float | None, compensate: str, dis
     from pipeline.runner import run_pipeline
 
     scorer, _, ranking = scorer.partition("@")
+    options = OPTIONS.get(compensate, {})
+    compensate = "lstsq" if options else compensate
     # the scores do not depend on the ranking: one run directory per scorer and compensation shares them
     out = ROOT / "bench" / "runs" / "criteria" / f"{model}-{scorer}-{compensate}"
     cfg = build_config(
@@ -60,6 +66,7 @@ def one_shot(model: str, scorer: str, budget: float | None, compensate: str, dis
         batch_size=128,
         distill_epochs=distill,
         out=str(out),
+        **options,
     )
     run_dir = run_pipeline(cfg, until="distill" if distill else "prune")
     metrics = read_json(run_dir / "prune" / "metrics.json")
@@ -107,17 +114,20 @@ def table(cache: dict) -> str:
     lines = [
         f"Pretrained CIFAR-10 ResNets of ../shared, CIFAR-10 JPEG test split (10,000 images), 1,024 class-stratified "
         f"calibration images, BatchNorm re-estimated after removal, kept widths rounded to 8. Columns: one-shot accuracy "
-        f"with no compensation / mean-shift / least-squares re-fit; after 1 epoch of distillation (SGD lr 0.01, T 4, alpha 0.9) "
+        f"with no compensation / mean-shift / least-squares re-fit / the re-fit with --select reconstruction, with --allocate "
+        f"sensitivity, with both; after 1 epoch of distillation (SGD lr 0.01, T 4, alpha 0.9) "
         f"with the scorer's own compensation; seconds of calibration + scoring. MACs 'own': the per-layer counts CoSeP "
         f"or C-SWAP chose; ranking 'own, scaled': those counts scaled by one factor to the target; 'name@uniform': the "
         f"criterion's scores spread uniformly instead. Measured on {machine()}. '-' = not measured: mean-shift beyond "
         f"2x (it equals no compensation wherever BatchNorm is re-estimated, as every 2x row shows), C-SWAP with "
         f"other compensations (each is a new scoring of minutes), distillation cells still to run "
         f"(`make bench-criteria` resumes). Scoring does not depend on the budget: its seconds are shown once per "
-        f"scorer; C-SWAP's were taken while other jobs shared the 2 cores (alone: 'Measured here').",
+        f"scorer; C-SWAP's were taken while other jobs shared the 2 cores (alone: 'Measured here'). prune s: the prune "
+        f"stage with both options (sensitivity curves, selection, re-fit, evaluation).",
         "",
-        "| model | MACs | scorer | ranking | one-shot | + mean-shift | + lstsq re-fit | 1 epoch KD | calib+score s |",
-        "|---|---:|---|---|---:|---:|---:|---:|---:|",
+        "| model | MACs | scorer | ranking | one-shot | + mean-shift | + lstsq re-fit | re-fit + reconstruction "
+        "| re-fit + sensitivity | re-fit + both | 1 epoch KD | calib+score s | prune s (both) |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def order(key):
@@ -137,10 +147,13 @@ def table(cache: dict) -> str:
         seconds = next((r[v]["score_seconds"] for v in VARIANTS if v in r), None)
         ranking = next((r[v]["ranking"] for v in VARIANTS if v in r and "ranking" in r[v]), "-")
         reached = next(r[v]["macs_ratio"] for v in VARIANTS if v in r)
+        prune_seconds = f"{r['both']['prune_seconds']:.0f}" if "both" in r else "-"
         lines.append(
             f"| {model} | {'own' if budget == 'own' else f'{float(budget):g}x'} ({reached:.2f}) | {scorer} | {ranking} | "
-            f"{cell('none')} | {cell('mean')} | {cell('lstsq')} | {f'{distilled:.4f}' if distilled else '-'} | "
-            f"{f'{seconds:.0f}' if seconds and budget in ('own', '2') else ''} |"
+            f"{cell('none')} | {cell('mean')} | {cell('lstsq')} | {cell('reconstruction')} | {cell('sensitivity')} | "
+            f"{cell('both')} | {f'{distilled:.4f}' if distilled else '-'} | "
+            f"{f'{seconds:.0f}' if seconds and budget in ('own', '2') else ''} | "
+            f"{prune_seconds} |"
         )
     if "vit" in cache:
         v = cache["vit"]
@@ -170,6 +183,9 @@ def main() -> None:
     parser.add_argument("--vit", action="store_true", help="also the ViT-B/16 VBP speed row")
     args = parser.parse_args()
     cache = json.loads(CACHE.read_text()) if CACHE.is_file() else {}
+    for key, row in cache.items():  # re-fit cells of an older re-fit are measured again
+        if key.startswith("cifar/") and row.get("lstsq", {}).get("refit_version") != REFIT_VERSION:
+            row.pop("lstsq", None)
     for model in args.models.split(","):
         for budget in args.budgets.split(","):
             for scorer in args.scorers.split(","):
@@ -186,6 +202,7 @@ def main() -> None:
                         continue
                     started = time.time()
                     row[variant] = one_shot(model, scorer, None if budget == "own" else float(budget), variant, distill)
+                    row[variant]["refit_version"] = REFIT_VERSION
                     print(f"{key} {variant}: {row[variant]} ({time.time() - started:.0f} s)", flush=True)
                     CACHE.parent.mkdir(exist_ok=True)
                     CACHE.write_text(json.dumps(cache, indent=1) + "\n")

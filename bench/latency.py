@@ -2,7 +2,8 @@
 the CPU targets in one process per case.
 
 For each case (model, batch, target) and each speedup goal: the latency-driven plan (the `latency`
-allocator: per-layer tables, knapsack, measured rounds); the MACs-driven plan (one uniform ratio,
+allocator: per-layer tables, knapsack, measured rounds; widths valued by measured sensitivity where the
+case has data, as --allocate sensitivity); the MACs-driven plan (one uniform ratio,
 searched by measuring until its speedup matches the latency plan's); the peer (Torch-Pruning's
 MagnitudePruner, L1, round_to the same block, exported with a plain torch.onnx.export) at the latency
 plan's MACs. All plans are then timed again interleaved with the dense model in one run; one-shot
@@ -49,6 +50,16 @@ def setup(name: str, target: str, seconds: float):
     groups = analyse(model, example_input(cfg), ()).groups
     scores = SCORERS.load("l1")().score(scoring_context(cfg, model, groups, {}, lambda: iter(())))
     return cfg, model, groups, scores
+
+
+def measured_sensitivity(cfg, model, groups, scores, request) -> dict:
+    from pipeline.allocators.base import width_options
+    from pipeline.stages.common import calibration_batches
+    from pipeline.statistics import sensitivity
+
+    widths = {g.name: width_options(g, request) for g in groups if g.name in scores}
+    images = [inputs for inputs, _ in calibration_batches(cfg)][: max(1, sensitivity.IMAGES // cfg.batch_size)]
+    return sensitivity.curves(model, groups, scores, widths, images)
 
 
 def one_shot_accuracy(cfg, model, groups, scores, kept) -> float | None:
@@ -142,6 +153,8 @@ def run_row(name: str, target: str, goal: float, seconds: float, workdir: Path) 
     table_seconds = time.time() - started
     estimator = macs.MacsEstimator(model, example_input(cfg), groups)
     request = Request(groups, scores, estimator, round_to, False, 0.9, "uniform", latency=budget)
+    if cfg.data is not None:  # with data, widths valued by measured sensitivity (--allocate sensitivity)
+        request.sensitivity = measured_sensitivity(cfg, model, groups, scores, request)
     allocation = latency_allocator.allocate(request)
     chosen = next(r for r in allocation.details["rounds"] if r["chosen"])
     kept_latency = allocation.kept

@@ -75,7 +75,21 @@ class OpenVinoCpu(Target):
                 if str(info.status).endswith("EXECUTED"):
                     calls.setdefault(info.node_name, []).append(info.real_time.total_seconds() * 1000.0)
                     types[info.node_name] = info.node_type
-        return {name: {"op": types[name], "ms": float(np.median(times))} for name, times in calls.items()}
+        shapes = _input_shapes(session.compiled)
+        return {
+            name: {"op": types[name], "ms": float(np.median(times)), "input_shapes": shapes.get(name, [])}
+            for name, times in calls.items()
+        }
+
+
+def _input_shapes(compiled) -> dict[str, list[list[int]]]:
+    """Each executed layer's static input shapes (weights included) from the compiled runtime graph, so a
+    layer whose name the plugin changed is still found by its weight shape."""
+    shapes = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        inputs = [i.get_partial_shape() for i in op.inputs()]
+        shapes[op.get_friendly_name()] = [list(p.to_shape()) if p.is_static else [] for p in inputs]
+    return shapes
 
 
 def inference_precision(precision: str) -> str:

@@ -93,6 +93,18 @@ def _shape(ctx, param, value):
     help="Spread the budget uniformly over groups or by one global threshold  [default: the scorer's own]",
 )
 @click.option(
+    "--allocate",
+    type=click.Choice(["scores", "sensitivity"]),
+    help="Per-group widths from the scores (--ranking) or from each group's measured sensitivity on "
+    "calibration images, least in total within the budget  [default: scores]",
+)
+@click.option(
+    "--select",
+    type=click.Choice(["scores", "reconstruction"]),
+    help="Which units go within a group: the lowest-scored, or those whose removal the least-squares re-fit "
+    "rebuilds best on calibration images (needs --compensate lstsq)  [default: scores]",
+)
+@click.option(
     "--compensate",
     type=click.Choice(["auto", "none", "mean", "lstsq"]),
     help="Put back what removed units leave: mean-shift or least-squares re-fit  [default: the scorer's own, else none]",

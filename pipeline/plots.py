@@ -79,3 +79,25 @@ def layer_share_plot(layers: list[dict], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def sensitivity_plot(groups: dict[str, dict], path: Path, model: str) -> None:
+    """Each group's measured curve (divergence against the fraction of its units kept), the chosen width marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = plt.get_cmap("viridis")
+    for index, entry in enumerate(groups.values()):
+        widths = sorted(int(w) for w in entry["curve"])
+        size = widths[-1]
+        colour = colours(index / max(len(groups) - 1, 1))
+        ax.plot([w / size for w in widths], [entry["curve"][str(w)] for w in widths], color=colour, lw=1, alpha=0.8)
+        if entry.get("kept") is not None:
+            chosen = min(widths, key=lambda w: abs(w - entry["kept"]))
+            ax.plot([entry["kept"] / size], [entry["curve"][str(chosen)]], "o", color=colour, ms=4)
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_xlabel("fraction of the group's units kept (dot: the width allocated)")
+    ax.set_ylabel("KL divergence from the dense outputs")
+    ax.set_title(f"{model}: sensitivity per group ({len(groups)} groups)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -88,6 +88,10 @@ def resolve(cfg: RunConfig) -> RunConfig:
         changes["compensate"] = getattr(scorer, "compensation", "none")
     if cfg.budget is None:
         changes.update(_budget(cfg, scorer))
+    if cfg.select == "reconstruction" and changes.get("compensate", cfg.compensate) != "lstsq":
+        raise ConfigError(
+            "--select reconstruction chooses the units the least-squares re-fit rebuilds best: add --compensate lstsq"
+        )
     resolved = cfg.replace(**changes) if changes else cfg
     channels = resolved.input_shape[1]
     for name in ("mean", "std"):
@@ -102,6 +106,8 @@ def _budget(cfg: RunConfig, scorer) -> dict:
     if cfg.speedup is not None or cfg.latency_ms is not None:
         return {"budget": "latency"}  # a criterion's own counts, where it has them, bound the widths
     given = cfg.ratio is not None or cfg.macs_reduction is not None
+    if cfg.allocate == "sensitivity":  # a criterion's own counts, where it has them, bound the widths
+        return {"budget": "sensitivity"} | ({} if given else {"ratio": DEFAULT_RATIO})
     if scorer.chooses_budget and cfg.ranking == "auto":
         return {"budget": "own-scaled" if given else "own"}
     if cfg.macs_reduction is not None:

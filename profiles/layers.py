@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+RUNTIME_WEIGHTED_OPS = (*WEIGHTED_OPS, "FullyConnected")  # OpenVINO's name for a fused Gemm/MatMul
 
 
 def onnx_layers(onnx_path: Path) -> list[dict]:
@@ -68,7 +69,7 @@ def _by_name(name: str, layers: list[dict]):
 
 def _by_weight(entry: dict, layers: list[dict]):
     shapes = entry.get("input_shapes") or []
-    if len(shapes) < 2 or not any(op.lower() in entry["op"].lower() for op in WEIGHTED_OPS):
+    if len(shapes) < 2 or not any(op.lower() in entry["op"].lower() for op in RUNTIME_WEIGHTED_OPS):
         return None
     return next((l for l in layers if l["weight_shape"] == list(shapes[1])), None)
 

@@ -165,6 +165,21 @@ def test_compensation_is_applied_recorded_and_replayed(method, tmp_path, image_f
     assert json.loads((out / "export" / "parity.json").read_text())["pruned"]["max_abs"] < 1e-4
 
 
+@pytest.mark.parametrize("model", ["resnet", "vit"])
+def test_sensitivity_allocation_and_reconstruction_selection_reach_the_report(model, tmp_path, image_folder):
+    out = tmp_path / "run"
+    run_cli("--model", TINY_SPECS[model], "--data", str(image_folder), "--allocate", "sensitivity", "--select",
+            "reconstruction", "--compensate", "lstsq", "--macs-reduction", "1.5", "--round-to", "4", "--out", str(out),
+            "--profile-seconds", "0.2")  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert 1.5 * 0.95 <= report["macs_ratio"] <= 1.5 * 1.1  # steps of 4 channels on 24- and 32-channel groups
+    kept = {l["name"]: l["kept"] for l in report["layers"]}
+    assert {name: entry["kept"] for name, entry in report["sensitivity"].items()} == {n: kept[n] for n in report["sensitivity"]}
+    assert all(entry["curve"][str(max(map(int, entry["curve"])))] == 0.0 for entry in report["sensitivity"].values())
+    assert (out / "plots" / "sensitivity.png").is_file() and "Widths by measured sensitivity" in (out / "report.md").read_text()
+    assert json.loads((out / "export" / "parity.json").read_text())["pruned"]["max_abs"] < 1e-4
+
+
 def test_vbp_defaults_to_global_ranking_and_mean_shift(tmp_path):
     out = tmp_path / "run"
     run_cli("--model", TINY_SPECS["vit"], "--scorer", "vbp", "--out", str(out), "--round-to", "4")
@@ -529,9 +544,11 @@ def test_a_speedup_is_met_on_the_cpu_target_and_its_tables_are_reused(tmp_path):
     assert f"latency table from {table}" in second.output
 
 
-def test_latency_budgets_refuse_what_they_cannot_measure(tmp_path):
+def test_budgets_and_selections_refuse_what_they_cannot_do(tmp_path):
     for extra, message in ((["--speedup", "2", "--ratio", "0.5"], "give one budget, not --ratio and --speedup"),
                            (["--speedup", "0.9"], "--speedup must be > 1"),
-                           (["--latency-ms", "2", "--precision", "int8"], "measure fp32 and fp16 models")):  # fmt: skip
+                           (["--latency-ms", "2", "--precision", "int8"], "measure fp32 and fp16 models"),
+                           (["--select", "reconstruction", "--compensate", "mean"], "add --compensate lstsq"),
+                           (["--allocate", "sensitivity", "--ranking", "global"], "give one")):  # fmt: skip
         result = CliRunner().invoke(main, ["run", "--model", TINY_SPECS["wide"], *extra, "--out", str(tmp_path / "x")])
         assert result.exit_code != 0 and message in result.output, result.output

@@ -28,6 +28,7 @@ class Request:
     macs_reduction: float | None = None
     own: dict[str, int] | None = None  # the criterion's own per-group counts, where they apply
     latency: object | None = None  # pipeline.latency.candidates.LatencyBudget, for the latency allocator
+    sensitivity: dict | None = None  # {group: {width: measured divergence}} (pipeline.statistics.sensitivity)
 
 
 @dataclass
@@ -130,6 +131,19 @@ def spread_for(request: Request, round_to: int):
     if request.own:
         return ScaledSpread(request.groups, request.own, round_to, request.max_unit_ratio)
     return RankedSpread(request.groups, request.scores, request.ranking, round_to, request.max_unit_ratio)
+
+
+def width_options(group, request: Request) -> list[int]:
+    """The widths a group may keep: its channel block from the fewest allowed to all (or to the criterion's own count)."""
+    step = step_of(group.kind, request.round_to)
+    if group.size <= step:
+        return [group.size]
+    low = floor_of(group.size, step, request.max_unit_ratio)
+    high = group.size
+    if request.own and group.name in request.own:  # the criterion's own count is an upper bound
+        high = min(group.size, max(low, -(-request.own[group.name] // step) * step))
+    widths = list(range(low, high + 1, step))
+    return widths if widths[-1] == high else [*widths, high]
 
 
 def removed_fraction(groups, kept: dict[str, int]) -> float:

@@ -1,6 +1,6 @@
-"""A multiple-choice knapsack, for budgets that add up over the groups (latency): every group takes one of its
-options (a kept width with the score it keeps and the latency it costs), the kept score as high as the
-latency allows. Dynamic programming over the budget cut into bins; an answer never exceeds the budget (costs are
+"""A multiple-choice knapsack, for budgets that add up over the groups (latency, MACs, units): every group
+takes one of its options (a kept width with the value it keeps and what it costs), the kept value as high
+as the budget allows. Dynamic programming over the budget cut into bins; an answer never exceeds the budget (costs are
 rounded to the nearest bin, and up to whole bins when that overshoots)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 BINS = 2000
+FIXED_POINT_STEPS = 8
 
 
 def solve(options: dict[str, list[tuple[int, float, float]]], budget: float, bins: int = BINS) -> dict[str, int] | None:
@@ -57,3 +58,55 @@ def _best(names, options, cheapest, unit: float, bins: int, rounding) -> dict[st
         chosen[name] = options[name][index][0]
         k -= spent[index]
     return chosen
+
+
+def fastest(cost, widths: dict[str, list[int]]) -> dict[str, int]:
+    """The cheapest widths (not always the fewest: a kernel may be slow at some width), each group in
+    turn at its cheapest with the others held, a few passes."""
+    current = {name: w[-1] for name, w in widths.items()}
+    for _ in range(3):
+        for name, options in widths.items():
+            costs = cost.group_costs(name, options, current)
+            current[name] = options[min(range(len(options)), key=costs.__getitem__)]
+    return current
+
+
+def plan(cost, widths: dict[str, list[int]], values: dict, limit: float, cheapest: dict[str, int]) -> dict[str, int]:
+    """The most valuable widths whose predicted cost is within `limit` (`cheapest` when none is).
+
+    `cost` predicts a whole plan (predict(kept)) and one group's options with the others held
+    (group_costs(name, widths, kept): what each width adds to `kept`, the other groups held); a layer's cost depends on two groups' widths, so the costs are
+    linearised around the current plan and the knapsack re-solved until the plan stops moving."""
+    best, best_value, budget = None, -float("inf"), limit
+    for _ in range(3):  # the linearisation may overshoot: tighten the knapsack's budget by the excess
+        current = {name: w[-1] for name, w in widths.items()}
+        for _ in range(FIXED_POINT_STEPS):
+            costs = {name: cost.group_costs(name, w, current) for name, w in widths.items()}
+            table = {name: [(wd, values[name][wd], c) for wd, c in zip(w, costs[name])] for name, w in widths.items()}
+            chosen = solve(table, budget - cost.predict(current)) or cheapest
+            predicted, value = cost.predict(chosen), sum(values[n][w] for n, w in chosen.items())
+            if predicted <= limit and value > best_value:
+                best, best_value = chosen, value
+            if chosen == current:
+                break
+            current = chosen
+        if best is not None:
+            return fill(cost, widths, values, limit, best)
+        budget -= predicted - limit
+    return cheapest
+
+
+def fill(cost, widths: dict[str, list[int]], values: dict, limit: float, kept: dict[str, int]) -> dict[str, int]:
+    """Widen groups one step at a time while the plan stays within `limit`, the most valuable step first:
+    what the linearised costs left unused (a layer's cost depends on two groups' widths)."""
+    kept = dict(kept)
+    while True:
+        steps = []
+        for name, options in widths.items():
+            wider = [w for w in options if w > kept[name]]
+            if wider and cost.predict({**kept, name: wider[0]}) <= limit:
+                steps.append((values[name][wider[0]] - values[name][kept[name]], name, wider[0]))
+        if not steps:
+            return kept
+        _, name, width = max(steps)
+        kept[name] = width

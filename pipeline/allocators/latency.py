@@ -4,31 +4,30 @@ widths on the channel block, as HALP), then measured whole on the target; when t
 misses by more than 5%, the next round asks the tables for the saving interpolated between the rounds
 whose measurements bracket the goal (next_ask), a few rounds at most.
 
-Scores are made comparable across groups as the ranking does: raw under the global ranking, else
-divided by their group's mean and weighted by the MACs that depend on one of the group's units (a
-residual stream's channel, which every block along it reads, is worth more than one inside a block;
-the scores order the units within their group). A layer's time depends on its input and output widths, set by two groups: the knapsack's
-costs are linearised around the current plan and re-solved until the plan stops moving."""
+What a width is worth: with --allocate sensitivity, minus its measured sensitivity; else the criterion's
+scores made comparable across groups as the ranking does: raw under the global ranking, else divided by
+their group's mean and weighted by the MACs that depend on one of the group's units (a residual stream's
+channel, which every block along it reads, is worth more than one inside a block). The scores always
+order the units within their group."""
 
 from __future__ import annotations
 
 import torch
 
-from pipeline.allocators import knapsack
-from pipeline.allocators.base import Allocation, Request, floor_of, step_of
+from pipeline.allocators.base import Allocation, Request, width_options
+from pipeline.allocators.knapsack import fastest, plan
+from pipeline.allocators.sensitivity import sensitivity_details, sensitivity_values
 
 TOLERANCE = 0.05
 ROUNDS = 4  # measured rounds at most
 MOST_SAVING = 0.98  # of the predicted latency: a table that predicts more (or a negative latency) is capped
-FIXED_POINT_STEPS = 8
 
 
 def allocate(request: Request) -> Allocation:
     budget = request.latency  # pipeline.latency.candidates.LatencyBudget
     model, goal = budget.model, budget.speedup
-    widths = {g.name: options(g, request) for g in request.groups if g.name in request.scores}
-    weights = unit_weights(request, widths) if request.ranking != "global" else dict.fromkeys(widths, 1.0)
-    values = {name: kept_values(request.scores[name], request.ranking, weights[name]) for name in widths}
+    widths = {g.name: width_options(g, request) for g in request.groups if g.name in request.scores}
+    values = sensitivity_values(request.sensitivity, widths) if request.sensitivity else score_values(request, widths)
     quickest = fastest(model, widths)
     most_saving = min(1.0 - model.predict(quickest) / model.dense_ms, MOST_SAVING)
     tried = [(0.0, 0.0)]  # (predicted saving asked for, saving measured): the dense model saves nothing
@@ -59,9 +58,10 @@ def allocate(request: Request) -> Allocation:
             f"a finer --round-to gives finer steps)"
         )
     shown = [{k: v for k, v in r.items() if k != "kept"} | {"chosen": r is best} for r in rounds]
-    return Allocation(
-        best["kept"], None, request.round_to, notes, {"speedup": goal, "target": budget.setting.target, "rounds": shown}
-    )
+    details = {"speedup": goal, "target": budget.setting.target, "rounds": shown}
+    if request.sensitivity:
+        details["sensitivity"] = sensitivity_details(request.sensitivity, best["kept"])
+    return Allocation(best["kept"], None, request.round_to, notes, details)
 
 
 def next_ask(tried: list[tuple[float, float]], wanted: float, most: float) -> float:
@@ -78,17 +78,9 @@ def next_ask(tried: list[tuple[float, float]], wanted: float, most: float) -> fl
     return float(min(max(ask, 0.0), most))
 
 
-def options(group, request: Request) -> list[int]:
-    """The widths a group may keep: its channel block from the fewest allowed to all (or to the criterion's own count)."""
-    step = step_of(group.kind, request.round_to)
-    if group.size <= step:
-        return [group.size]
-    low = floor_of(group.size, step, request.max_unit_ratio)
-    high = group.size
-    if request.own and group.name in request.own:  # the criterion's own count is an upper bound
-        high = min(group.size, max(low, -(-request.own[group.name] // step) * step))
-    widths = list(range(low, high + 1, step))
-    return widths if widths[-1] == high else [*widths, high]
+def score_values(request: Request, widths: dict[str, list[int]]) -> dict[str, dict[int, float]]:
+    weights = unit_weights(request, widths) if request.ranking != "global" else dict.fromkeys(widths, 1.0)
+    return {name: kept_values(request.scores[name], request.ranking, weights[name]) for name in widths}
 
 
 def unit_weights(request: Request, widths: dict[str, list[int]]) -> dict[str, float]:
@@ -110,35 +102,3 @@ def kept_values(scores: torch.Tensor, ranking: str, weight: float = 1.0) -> dict
         scores = weight * scores / scores.abs().mean().clamp_min(1e-12)
     ordered = scores.sort(descending=True).values.cumsum(0)
     return {w: float(ordered[w - 1]) for w in range(1, scores.numel() + 1)}
-
-
-def fastest(model, widths: dict[str, list[int]]) -> dict[str, int]:
-    """The widths the tables predict fastest (not always the fewest: a kernel may be slow at some width),
-    each group in turn at its fastest with the others held, a few passes."""
-    current = {name: w[-1] for name, w in widths.items()}
-    for _ in range(3):
-        for name, options_ in widths.items():
-            costs = model.group_costs(name, options_, current)
-            current[name] = options_[min(range(len(options_)), key=costs.__getitem__)]
-    return current
-
-
-def plan(model, widths: dict[str, list[int]], values: dict, target_ms: float, quickest: dict[str, int]) -> dict[str, int]:
-    """The most valuable widths whose predicted latency is within `target_ms` (`quickest`, the fastest plan, when none is)."""
-    best, best_value, target = None, -float("inf"), target_ms
-    for _ in range(3):  # the linearisation may overshoot: tighten the knapsack's budget by the excess
-        current = {name: w[-1] for name, w in widths.items()}
-        for _ in range(FIXED_POINT_STEPS):
-            costs = {name: model.group_costs(name, w, current) for name, w in widths.items()}
-            table = {name: [(wd, values[name][wd], c) for wd, c in zip(w, costs[name])] for name, w in widths.items()}
-            chosen = knapsack.solve(table, target - model.predict(current)) or quickest
-            predicted, value = model.predict(chosen), sum(values[n][w] for n, w in chosen.items())
-            if predicted <= target_ms and value > best_value:
-                best, best_value = chosen, value
-            if chosen == current:
-                break
-            current = chosen
-        if best is not None:
-            return best
-        target -= predicted - target_ms
-    return quickest

@@ -14,6 +14,8 @@ from pipeline.core.errors import ConfigError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 RANKINGS = ("auto", "uniform", "global")
+ALLOCATIONS = ("scores", "sensitivity")
+SELECTIONS = ("scores", "reconstruction")
 DEFAULT_RATIO = 0.5
 COMPENSATIONS = ("auto", "none", "mean", "lstsq")
 REGULARISERS = ("none", "class-aware")
@@ -50,6 +52,8 @@ class RunConfig:
     keep_layers: tuple[str, ...] = ()  # module-name patterns never pruned, besides stem and classifier
     max_unit_ratio: float = 0.9  # no group loses more than this fraction of its units
     ranking: str = "auto"  # uniform | global | auto (the scorer's own)
+    allocate: str = "scores"  # per-group widths from the scores (the ranking) | sensitivity (measured per group)
+    select: str = "scores"  # which units go within a group: the lowest-scored | reconstruction (least re-fit error)
     compensate: str = "auto"  # none | mean | lstsq | auto (the scorer's own, else none)
     lstsq_ridge: float = 1e-3  # ridge of the least-squares re-fit, relative to the Gram diagonal's mean
     snip_at_init: bool = False
@@ -127,6 +131,12 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"unknown precision '{cfg.precision}'; valid: {', '.join(PRECISIONS)}")
     if cfg.ranking not in RANKINGS:
         raise ConfigError(f"unknown ranking '{cfg.ranking}'; valid: {', '.join(RANKINGS)}")
+    if cfg.allocate not in ALLOCATIONS:
+        raise ConfigError(f"unknown allocation '{cfg.allocate}'; valid: {', '.join(ALLOCATIONS)}")
+    if cfg.allocate == "sensitivity" and cfg.ranking != "auto":
+        raise ConfigError("--ranking spreads the budget by the scores, --allocate sensitivity by measured sensitivity: give one")
+    if cfg.select not in SELECTIONS:
+        raise ConfigError(f"unknown selection '{cfg.select}'; valid: {', '.join(SELECTIONS)}")
     if cfg.compensate not in COMPENSATIONS:
         raise ConfigError(f"unknown compensation '{cfg.compensate}'; valid: {', '.join(COMPENSATIONS)}")
     if cfg.memory_budget is not None and cfg.memory_budget <= 0:

@@ -59,7 +59,7 @@ STAGES = (
               outputs={"scores": "scores.safetensors", "table": "scores.csv", "budget": "budget.json", "notes": "notes.json"},
               reads=("calibrate",), scorer_keys=True, uses_device=True),
     StageSpec("prune", "pipeline.stages.prune:run",
-              ("ratio", "macs_reduction", "speedup", "latency_ms", "latency_table", "budget", "round_to", "max_unit_ratio", "ranking", "compensate", "lstsq_ridge",
+              ("ratio", "macs_reduction", "speedup", "latency_ms", "latency_table", "budget", "round_to", "max_unit_ratio", "ranking", "allocate", "select", "compensate", "lstsq_ridge",
                "bn_recalibration", "targets", "precision", "calib_samples", "batch_size", "eval_samples", "iterative"),
               outputs={"plan": "plan.json", "weights": "model.safetensors", "metrics": "metrics.json",
                        "iterations": "iterations.json"},

@@ -5,6 +5,7 @@ BatchNorm statistics, and save plan.json + model.safetensors (replayable, no pic
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from safetensors.torch import load_file
 
 from exporters import TARGETS
 from pipeline.allocators import ALLOCATORS
-from pipeline.allocators.base import Request, lowest
+from pipeline.allocators.base import Request, lowest, width_options
 from pipeline.core.artifacts import read_json, write_json
 from pipeline.core.log import info, progress
 from pipeline.data.loaders import accuracy
@@ -40,6 +41,9 @@ def channel_block(targets: tuple[str, ...], precision: str) -> int:
     for name in targets:
         block = math.lcm(block, TARGETS.load_class(name)().block(precision))
     return block
+
+
+BOUNDED_BY_OWN = ("latency", "sensitivity")  # budgets that take a criterion's own counts as upper bounds
 
 
 @dataclass
@@ -110,21 +114,65 @@ def choose(ctx: StageContext, model, groups: list[UnitGroup], scores: dict, esti
         ratio=cfg.ratio, macs_reduction=cfg.macs_reduction, own=own["kept"] if own else None,
         latency=_latency_budget(ctx, model, groups, scores, round_to) if cfg.budget == "latency" else None,
     )  # fmt: skip
+    if cfg.allocate == "sensitivity":
+        request.sensitivity = _sensitivity(ctx, model, groups, scores, request)
     allocation = ALLOCATORS.load(cfg.budget)(request)
-    if own and cfg.budget != "latency":
+    if own and cfg.budget not in BOUNDED_BY_OWN:
         ranking = "own, scaled" if cfg.budget == "own-scaled" else "own"  # the criterion's per-layer counts
     for note in allocation.notes:
         info(f"prune: {note}")
     kept = allocation.kept
     removal = {g.name: lowest(scores[g.name], kept[g.name]) for g in groups if g.name in scores}
+    if cfg.select == "reconstruction":
+        removal = _reconstruction(ctx, model, groups, scores, kept, removal)
     return Choice(kept, removal, allocation.knob, ranking, allocation.round_to, own, allocation.notes, allocation.details)
 
 
+def _reconstruction(ctx: StageContext, model, groups, scores, kept: dict[str, int], by_scores: dict) -> dict:
+    """The units each group's consumers rebuild best (pipeline.pruning.reconstruction), in forward order."""
+    from pipeline.pruning import reconstruction
+
+    batches = [inputs for inputs, _ in calibration_batches(ctx.cfg, ctx.device)]
+    todo = [g for g in groups if g.name in scores and kept[g.name] < g.size]
+    started = time.perf_counter()
+    with progress(len(todo), "reconstruction selection", "group") as bar:
+        removal, errors = reconstruction.select(
+            model, clone_model(model), groups, scores, kept, batches, example_input(ctx.cfg, device=ctx.device),
+            ctx.cfg.lstsq_ridge, lambda g: by_scores[g.name], bar.update,
+        )  # fmt: skip
+    changed = sum(1 for name, e in errors.items() if e["reconstruction"] < e["scores"])
+    info(
+        f"prune: reconstruction chose other units than the scores in {changed} of {len(todo)} groups "
+        f"({time.perf_counter() - started:.0f} s)"
+    )
+    return {**by_scores, **removal}
+
+
 def _uses_own_counts(ctx: StageContext) -> bool:
-    """The criterion's per-group counts: the budget itself, or upper bounds of a latency budget."""
+    """The criterion's per-group counts: the budget itself, or upper bounds of the widths a latency or
+    sensitivity budget chooses."""
     if ctx.cfg.budget in ("own", "own-scaled"):
         return True
-    return ctx.cfg.budget == "latency" and ctx.cfg.ranking == "auto" and ctx.input("score", "budget").is_file()
+    return ctx.cfg.budget in BOUNDED_BY_OWN and ctx.cfg.ranking == "auto" and ctx.input("score", "budget").is_file()
+
+
+def _sensitivity(ctx: StageContext, model, groups, scores, request: Request) -> dict:
+    """Each group's measured sensitivity at a few of its allowed widths (pipeline.statistics.sensitivity)."""
+    from pipeline.statistics import sensitivity
+
+    widths = {g.name: width_options(g, request) for g in groups if g.name in scores}
+    batches, count = [], 0
+    for inputs, _ in calibration_batches(ctx.cfg, ctx.device):
+        batches.append(inputs[: sensitivity.IMAGES - count])
+        count += batches[-1].shape[0]
+        if count >= sensitivity.IMAGES:
+            break
+    started = time.perf_counter()
+    with progress(len(widths), "sensitivity", "group") as bar:
+        refit = {"ridge": ctx.cfg.lstsq_ridge, "select": ctx.cfg.select} if ctx.cfg.compensate == "lstsq" else None
+        curves = sensitivity.curves(model, groups, scores, widths, batches, bar.update, refit)
+    info(f"prune: sensitivity of {len(curves)} groups measured on {count} images in {time.perf_counter() - started:.0f} s")
+    return curves
 
 
 def _latency_budget(ctx: StageContext, model, groups, scores, round_to: int):
@@ -206,8 +254,10 @@ def _metrics(ctx: StageContext, model, pruned, example, plan: dict, choice: Choi
         "macs_ratio": dense_macs / max(pruned_macs, 1), "units_removed": plan["units_removed"], "round_to": choice.round_to,
         "layers": {name: {"macs": [value, per_layer[1].get(name, 0)], **macs.widths(pruned, name)} for name, value in per_layer[0].items()},
     }  # fmt: skip
-    if choice.details:
-        metrics["latency"] = choice.details
+    if choice.details.get("rounds"):
+        metrics["latency"] = {k: v for k, v in choice.details.items() if k != "sensitivity"}
+    if choice.details.get("sensitivity"):
+        metrics["sensitivity"] = choice.details["sensitivity"]
     if choice.own:  # what the criterion's own counts give, besides what was applied
         own = choice.own
         metrics["own_budget"] = {"kept": own["kept"], "details": own.get("details", {}),

@@ -141,6 +141,8 @@ def build_report(run_dir: Path, cfg) -> dict:
     }
     if "latency" in metrics:  # the latency budget's measured rounds
         report["latency_budget"] = metrics["latency"]
+    if "sensitivity" in metrics:  # each group's measured curve and the width allocated to it
+        report["sensitivity"] = metrics["sensitivity"]
     report["precision"] = cfg.precision
     parity = artifact(run_dir, "export", "parity")
     if cfg.precision == "int8" and parity.is_file():  # the Q/DQ graphs every target ran
@@ -213,6 +215,13 @@ def markdown(report: dict) -> str:
         if result["reasons"]:
             lines += ["", f"**{target}** ({result['verdict']}):"] + [f"- {reason}" for reason in result["reasons"]]
     lines += _latency_budget_lines(report.get("latency_budget"))
+    if report.get("sensitivity"):
+        lines += [
+            "", "## Widths by measured sensitivity", "",
+            "Each group cut alone to a few widths, its lowest-scored units first; the curve is how far the outputs on "
+            "calibration images move (KL divergence from the dense predictions). The widths of least summed sensitivity "
+            "within the budget were kept.", "", "![sensitivity per group](plots/sensitivity.png)",
+        ]  # fmt: skip
     for target, result in report["targets"].items():
         lines += _why_not_faster_lines(target, result.get("layers"))
     lines += ["", "## Kept units per layer", ""]
@@ -291,6 +300,8 @@ def run(ctx: StageContext) -> None:
             plots.layer_share_plot(
                 result["layers"]["all"], ctx.output("plots") / f"layers-{target}.png", f"{report['model']} on {target}"
             )
+    if report.get("sensitivity"):
+        plots.sensitivity_plot(report["sensitivity"], ctx.output("plots") / "sensitivity.png", report["model"])
     plots.kept_units_plot(
         report["layers"],
         ctx.output("plots") / "kept_units.png",

@@ -1,0 +1,72 @@
+"""--allocate sensitivity: per-group widths from measured sensitivity (pipeline.statistics.sensitivity: how
+far the outputs move when only that group is cut to a width) instead of one ratio for all. The widths
+whose summed sensitivity is least within the MACs target (--macs-reduction) or the kept-unit count
+(--ratio), by the knapsack planner; the criterion's scores still choose which units go within a group."""
+
+from __future__ import annotations
+
+from pipeline.allocators.base import Allocation, Request, width_options
+from pipeline.allocators.costs import MacsCost, UnitsCost
+from pipeline.allocators.knapsack import fastest, plan
+from pipeline.core.errors import ConfigError
+
+TOLERANCE = 0.05
+TIE_BONUS = 1e-6
+
+
+def allocate(request: Request) -> Allocation:
+    widths = {g.name: width_options(g, request) for g in request.groups if g.name in request.scores}
+    values = sensitivity_values(request.sensitivity, widths)
+    if request.macs_reduction is not None:
+        cost, goal, unit = MacsCost(request.estimator), request.macs_reduction, "MACs"
+    else:
+        cost, goal, unit = UnitsCost(request.groups), 1.0 / (1.0 - request.ratio), "units"
+    cheapest = fastest(cost, widths)
+    kept = plan(cost, widths, values, cost.dense / goal, cheapest)
+    reached = cost.dense / max(cost.predict(kept), 1.0)
+    if request.macs_reduction is not None and reached < goal * (1.0 - TOLERANCE):
+        raise ConfigError(
+            f"--macs-reduction {goal} is out of reach: the closest is {reached:.2f}x "
+            f"(rounding to {request.round_to} channels, at most {request.max_unit_ratio:.0%} of any group removed)"
+        )
+    note = f"sensitivity: widths of least measured sensitivity within {goal:.2f}x fewer {unit} (reached {reached:.2f}x)"
+    return Allocation(kept, None, request.round_to, [note], {"sensitivity": sensitivity_details(request.sensitivity, kept)})
+
+
+def sensitivity_values(curves: dict[str, dict[int, float]], widths: dict[str, list[int]]) -> dict[str, dict[int, float]]:
+    """Knapsack values: minus each group's interpolated sensitivity at each of its widths, plus a bonus
+    for the fraction kept too small to outweigh any measured difference, so that where the curves are
+    flat (a group nothing depends on) the budget is still used rather than cut beyond it."""
+    largest = max((v for curve in curves.values() for v in curve.values()), default=0.0)
+    bonus = TIE_BONUS * (largest or 1.0)
+    return {
+        name: {w: -v + bonus * w / max(options) for w, v in interpolated(monotone(curves[name]), options).items()}
+        for name, options in widths.items()
+    }
+
+
+def monotone(curve: dict[int, float]) -> dict[int, float]:
+    """The curve made non-increasing in the width kept: keeping more units never costs more, and a
+    measured dip below a wider width's value (or below zero) is noise."""
+    out, highest = {}, 0.0
+    for width in sorted(curve, reverse=True):
+        highest = max(highest, curve[width])
+        out[width] = highest
+    return dict(sorted(out.items()))
+
+
+def sensitivity_details(curves: dict[str, dict[int, float]], kept: dict[str, int]) -> dict:
+    """For metrics.json and the report's plot: each group's measured curve and the width chosen."""
+    return {name: {"curve": {str(w): v for w, v in curve.items()}, "kept": kept.get(name)} for name, curve in curves.items()}
+
+
+def interpolated(curve: dict[int, float], widths: list[int]) -> dict[int, float]:
+    """The curve at every one of `widths`, linear between its measured widths (held beyond them)."""
+    known = sorted(curve)
+    out = {}
+    for width in widths:
+        above = next((k for k in known if k >= width), known[-1])
+        below = next((k for k in reversed(known) if k <= width), known[0])
+        share = 0.0 if above == below else (width - below) / (above - below)
+        out[width] = curve[below] + share * (curve[above] - curve[below])
+    return out

@@ -1,0 +1,61 @@
+"""Reconstruction selection with known answers: duplicated units, closed-form updates, masking."""
+
+import torch
+import torch.nn as nn
+
+from pipeline.pruning import reconstruction
+from pipeline.pruning.analysis import analyse
+from pipeline.pruning.compensation import refit_least_squares
+from pipeline.pruning.surgery import apply_removal
+
+
+def _mlp_with_a_duplicate():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3)).eval()
+    with torch.no_grad():  # hidden unit 5 of the middle layer repeats unit 2: removing it loses nothing
+        model[2].weight[5] = model[2].weight[2]
+        model[2].bias[5] = model[2].bias[2]
+    return model
+
+
+def test_a_unit_the_others_rebuild_exactly_is_the_one_removed_and_the_refit_restores_the_output():
+    model = _mlp_with_a_duplicate()
+    example = torch.randn(64, 5)
+    groups = [g for g in analyse(model, example[:1]).groups if g.name == "2"]
+    scores = {"2": torch.tensor([1.0, 2.0, 9.0, 3.0, 4.0, 8.0])}  # the scorer would remove unit 0
+    batches = [example[:32], example[32:]]
+    removal, errors = reconstruction.select(
+        model, _mlp_with_a_duplicate(), groups, scores, {"2": 5}, batches, example[:1], 1e-9, lambda g: [0]
+    )
+    assert removal["2"] in ([2], [5]) and errors["2"]["reconstruction"] < errors["2"]["scores"]
+    pruned = _mlp_with_a_duplicate()
+    apply_removal(pruned, example[:1], groups, removal)
+    refit_least_squares(model, pruned, groups, removal, [(b, None) for b in batches], example[:1], ridge=1e-9)
+    torch.testing.assert_close(pruned(example), model(example), atol=1e-4, rtol=1e-4)
+
+
+def test_the_closed_form_updates_equal_a_refit_from_scratch():
+    torch.manual_seed(1)
+    rows, targets = torch.randn(400, 12).double(), torch.randn(400, 4).double()
+    fit = reconstruction.Fit(rows.T @ rows, rows.T @ targets, {u: [2 * u, 2 * u + 1] for u in range(6)}, ridge=1e-3)
+    state = reconstruction._State(fit)
+    removed: set[int] = set()
+    for unit in (4, 1, 3):
+        rise = float(state.rises([unit])[0])
+        before = fit.error(removed)
+        state.remove(unit)
+        removed.add(unit)
+        assert abs(fit.error(removed) - before - rise) < 1e-8 * max(1.0, abs(before))
+        columns, weights = fit.weights(removed)
+        assert state.columns == columns
+        torch.testing.assert_close(state.weights, weights, atol=1e-9, rtol=1e-7)
+
+
+def test_greedy_removal_drops_the_columns_that_carry_nothing():
+    torch.manual_seed(2)
+    rows = torch.randn(300, 6).double()
+    rows[:, 4] = 0.5 * rows[:, 0] - rows[:, 1]  # unit 4 is a combination of units 0 and 1
+    targets = rows @ torch.randn(6, 3).double()
+    fit = reconstruction.Fit(rows.T @ rows, rows.T @ targets, {u: [u] for u in range(6)}, ridge=1e-10)
+    assert reconstruction.greedy_removal([fit], torch.arange(6.0, 0.0, -1.0), 1) in ([0], [1], [4])
+    assert reconstruction.greedy_removal([fit], torch.tensor([9.0, 9.0, 1.0, 1.0, 9.0, 1.0]), 1) == [4]
