@@ -122,7 +122,8 @@ def table(cache: dict) -> str:
         f"2x (it equals no compensation wherever BatchNorm is re-estimated, as every 2x row shows), C-SWAP with "
         f"other compensations (each is a new scoring of minutes), distillation cells still to run "
         f"(`make bench-criteria` resumes). Scoring does not depend on the budget: its seconds are shown once per "
-        f"scorer; C-SWAP's were taken while other jobs shared the 2 cores (alone: 'Measured here'). prune s: the prune "
+        f"scorer; C-SWAP's were taken while other jobs shared the 2 cores (alone: 'Measured here'). A re-fit in parentheses was measured "
+        f"when only the pruned groups' consumers were re-fitted (being measured again). prune s: the prune "
         f"stage with both options (sensitivity curves, selection, re-fit, evaluation).",
         "",
         "| model | MACs | scorer | ranking | one-shot | + mean-shift | + lstsq re-fit | re-fit + reconstruction "
@@ -143,6 +144,9 @@ def table(cache: dict) -> str:
         _, model, budget, scorer = key.split("/")
         r = cache[key]
         cell = lambda v, r=r: f"{r[v]['accuracy']:.4f}" if v in r else "-"  # noqa: E731
+        refit = (
+            cell("lstsq") if "lstsq" in r else (f"({r['lstsq_consumers']['accuracy']:.4f})" if "lstsq_consumers" in r else "-")
+        )
         distilled = next((r[v]["distilled"] for v in VARIANTS if v in r and "distilled" in r[v]), None)
         seconds = next((r[v]["score_seconds"] for v in VARIANTS if v in r), None)
         ranking = next((r[v]["ranking"] for v in VARIANTS if v in r and "ranking" in r[v]), "-")
@@ -150,7 +154,7 @@ def table(cache: dict) -> str:
         prune_seconds = f"{r['both']['prune_seconds']:.0f}" if "both" in r else "-"
         lines.append(
             f"| {model} | {'own' if budget == 'own' else f'{float(budget):g}x'} ({reached:.2f}) | {scorer} | {ranking} | "
-            f"{cell('none')} | {cell('mean')} | {cell('lstsq')} | {cell('reconstruction')} | {cell('sensitivity')} | "
+            f"{cell('none')} | {cell('mean')} | {refit} | {cell('reconstruction')} | {cell('sensitivity')} | "
             f"{cell('both')} | {f'{distilled:.4f}' if distilled else '-'} | "
             f"{f'{seconds:.0f}' if seconds and budget in ('own', '2') else ''} | "
             f"{prune_seconds} |"
@@ -183,9 +187,9 @@ def main() -> None:
     parser.add_argument("--vit", action="store_true", help="also the ViT-B/16 VBP speed row")
     args = parser.parse_args()
     cache = json.loads(CACHE.read_text()) if CACHE.is_file() else {}
-    for key, row in cache.items():  # re-fit cells of an older re-fit are measured again
-        if key.startswith("cifar/") and row.get("lstsq", {}).get("refit_version") != REFIT_VERSION:
-            row.pop("lstsq", None)
+    for key, row in cache.items():  # re-fit cells of the older re-fit (consumers only) are kept aside, measured again
+        if key.startswith("cifar/") and "lstsq" in row and row["lstsq"].get("refit_version") != REFIT_VERSION:
+            row["lstsq_consumers"] = row.pop("lstsq")
     for model in args.models.split(","):
         for budget in args.budgets.split(","):
             for scorer in args.scorers.split(","):

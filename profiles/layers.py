@@ -22,6 +22,10 @@ def onnx_layers(onnx_path: Path) -> list[dict]:
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     shapes = {t.name: list(t.dims) for t in model.graph.initializer}
+    readers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
     found = []
     for node in model.graph.node:
         if node.op_type not in WEIGHTED_OPS:
@@ -29,7 +33,12 @@ def onnx_layers(onnx_path: Path) -> list[dict]:
         weight = next((shapes[i] for i in node.input[1:] if i in shapes), None)
         if weight is None:
             continue
-        found.append({"node": node.name, "module": module_of(node.name), "weight_shape": weight, "outputs": list(node.output)})
+        outputs = list(node.output)
+        # a MatMul's bias Add is fused into the runtime's layer, which may be named after the Add's output
+        for reader in readers.get(node.output[0], []) if node.op_type == "MatMul" else []:
+            if reader.op_type == "Add" and any(i in shapes for i in reader.input):
+                outputs += list(reader.output)
+        found.append({"node": node.name, "module": module_of(node.name), "weight_shape": weight, "outputs": outputs})
     return found
 
 
@@ -71,7 +80,9 @@ def _by_weight(entry: dict, layers: list[dict]):
     shapes = entry.get("input_shapes") or []
     if len(shapes) < 2 or not any(op.lower() in entry["op"].lower() for op in RUNTIME_WEIGHTED_OPS):
         return None
-    return next((l for l in layers if l["weight_shape"] == list(shapes[1])), None)
+    weight = list(shapes[1])
+    # a MatMul stores its weight as (in, out), a runtime's fully connected layer as (out, in)
+    return next((l for l in layers if weight in (l["weight_shape"], l["weight_shape"][::-1])), None)
 
 
 def slowest_to_shrink(dense: dict, pruned: dict, macs: dict, limit: int = 10) -> list[dict]:
