@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from pipeline.core.device import to_float64
-from pipeline.pruning.compensation import _as_rows, _capture, _output_rows, _run_until, sampled_rows
+from pipeline.pruning.compensation import _as_rows, _capture, _dense_outputs, _output_rows, _run_until, sampled_rows
 from pipeline.pruning.masks import zero_units
 from pipeline.pruning.surgery import UnitGroup, execution_order
 
@@ -149,10 +149,11 @@ def select(
     pending = [g for g in groups if g.name in scores and kept.get(g.name, g.size) < g.size]
     pending.sort(key=lambda g: min(order.get(c.module, len(order)) for c in g.consumers) if g.consumers else len(order))
     removal, errors = {}, {}
+    cached = _dense_targets(dense, [g for g in pending if refittable(working, g)], batches)
     for group in pending:
         own = fallback(group)
         if refittable(working, group):
-            fits = fits_of(dense, working, group, batches, ridge)
+            fits = fits_of(dense, working, group, batches, ridge, cached)
             greedy = greedy_removal(fits, scores[group.name], group.size - kept[group.name])
             mine, theirs = (sum(f.error(set(units)) for f in fits) for units in (greedy, own))
             removal[group.name] = greedy if mine <= theirs else own
@@ -165,9 +166,22 @@ def select(
     return removal, errors
 
 
-def fits_of(dense: nn.Module, working: nn.Module, group: UnitGroup, batches, ridge: float) -> list[Fit]:
-    """The normal equations of each of the group's consumers (inputs in `working`, outputs in `dense`)."""
-    return [_fit(dense, working, consumer, batches, ridge) for consumer in group.consumers]
+def fits_of(dense: nn.Module, working: nn.Module, group: UnitGroup, batches, ridge: float, cached=None) -> list[Fit]:
+    """The normal equations of each of the group's consumers (inputs in `working`, outputs in `dense`;
+    `cached`: the dense outputs' sampled rows per consumer and batch, where they were kept)."""
+    return [_fit(dense, working, consumer, batches, ridge, cached) for consumer in group.consumers]
+
+
+def _dense_targets(dense: nn.Module, groups: list[UnitGroup], batches) -> dict | None:
+    """Every consumer's dense output rows from one pass (None when they would not fit in memory)."""
+    names = sorted({c.module for g in groups for c in g.consumers})
+    if not names:
+        return None
+    width = {}
+    for name in names:
+        layer = dense.get_submodule(name)
+        width[name] = list(range(layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features))
+    return _dense_outputs(dense, names, [(b, None) for b in batches], width)
 
 
 def refitted(working: nn.Module, group: UnitGroup, fits: list[Fit], removed: set[int]) -> list:
@@ -183,7 +197,7 @@ def refitted(working: nn.Module, group: UnitGroup, fits: list[Fit], removed: set
     return saved
 
 
-def _fit(dense: nn.Module, working: nn.Module, consumer, batches, ridge: float) -> Fit:
+def _fit(dense: nn.Module, working: nn.Module, consumer, batches, ridge: float, cached=None) -> Fit:
     """The consumer's normal equations: its inputs in `working`, its outputs in `dense`, on sampled rows."""
     layer, reference = working.get_submodule(consumer.module), dense.get_submodule(consumer.module)
     gram = cross = None
@@ -193,14 +207,18 @@ def _fit(dense: nn.Module, working: nn.Module, consumer, batches, ridge: float) 
             _run_until(working, inputs)
         finally:
             handle.remove()
-        y_store, handle = _capture(reference, "output")
-        try:
-            _run_until(dense, inputs)
-        finally:
-            handle.remove()
-        rows, targets = _as_rows(layer, x_store["value"]), _output_rows(y_store["value"])
+        rows = _as_rows(layer, x_store["value"])
         pick = sampled_rows(rows.shape[0], index, rows.device)
-        rows, targets = to_float64(rows[pick]), to_float64(targets[pick])
+        if cached is not None and consumer.module in cached:
+            targets = to_float64(cached[consumer.module][index])
+        else:
+            y_store, handle = _capture(reference, "output")
+            try:
+                _run_until(dense, inputs)
+            finally:
+                handle.remove()
+            targets = to_float64(_output_rows(y_store["value"])[pick])
+        rows = to_float64(rows[pick])
         if layer.bias is not None:
             rows = torch.cat([rows, torch.ones(rows.shape[0], 1, dtype=rows.dtype, device=rows.device)], 1)
         gram = rows.T @ rows if gram is None else gram + rows.T @ rows
