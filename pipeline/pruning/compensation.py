@@ -171,6 +171,40 @@ def sampled_rows(count: int, batch_index: int, device) -> torch.Tensor | slice:
     return torch.randperm(count, generator=generator)[:ROWS_PER_BATCH].sort().values.to(device)
 
 
+def normal_equations(
+    dense: nn.Module, model: nn.Module, name: str, inputs: list, cached: list | None = None, outputs: list[int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer `name`'s least-squares system (X^T X, X^T Y) in float64 on sampled rows: X its input in
+    `model` (a ones column where it has a bias), Y the dense model's output of that layer (channels
+    `outputs`, all when None), taken from `cached` (sampled rows per batch) where given."""
+    layer, reference = model.get_submodule(name), dense.get_submodule(name)
+    gram = cross = None
+    for index, batch in enumerate(inputs):
+        x_store, handle = _capture(layer, "input")
+        try:
+            _run_until(model, batch)
+        finally:
+            handle.remove()
+        rows = _as_rows(layer, x_store["value"])
+        pick = sampled_rows(rows.shape[0], index, rows.device)
+        if cached is not None:
+            targets = to_float64(cached[index])
+        else:
+            y_store, handle = _capture(reference, "output")
+            try:
+                _run_until(dense, batch)
+            finally:
+                handle.remove()
+            targets = _output_rows(y_store["value"])[pick]
+            targets = to_float64(targets if outputs is None else targets[:, outputs])
+        rows = to_float64(rows[pick])
+        if layer.bias is not None:
+            rows = torch.cat([rows, torch.ones(rows.shape[0], 1, dtype=rows.dtype, device=rows.device)], 1)
+        gram = rows.T @ rows if gram is None else gram + rows.T @ rows
+        cross = rows.T @ targets if cross is None else cross + rows.T @ targets
+    return gram, cross
+
+
 @torch.no_grad()
 def refit_least_squares(
     dense: nn.Module,
@@ -193,30 +227,9 @@ def refit_least_squares(
         kept[name] = _kept_outputs(groups, removal, name, size)
     cached = _dense_outputs(dense, order, batches, kept)
     for name in order:
-        layer, reference = pruned.get_submodule(name), dense.get_submodule(name)
-        gram = cross = None
-        for index, (inputs, _) in enumerate(batches):
-            x_store, x_handle = _capture(layer, "input")
-            try:
-                _run_until(pruned, inputs)
-            finally:
-                x_handle.remove()
-            rows = _as_rows(layer, x_store["value"])
-            pick = sampled_rows(rows.shape[0], index, rows.device)
-            if cached is not None:
-                targets = to_float64(cached[name][index])
-            else:
-                y_store, y_handle = _capture(reference, "output")
-                try:
-                    _run_until(dense, inputs)
-                finally:
-                    y_handle.remove()
-                targets = to_float64(_output_rows(y_store["value"])[pick][:, kept[name]])
-            rows = to_float64(rows[pick])
-            if layer.bias is not None:
-                rows = torch.cat([rows, torch.ones(rows.shape[0], 1, dtype=rows.dtype, device=rows.device)], 1)
-            gram = rows.T @ rows if gram is None else gram + rows.T @ rows
-            cross = rows.T @ targets if cross is None else cross + rows.T @ targets
+        layer = pruned.get_submodule(name)
+        inputs = [b[0] for b in batches]
+        gram, cross = normal_equations(dense, pruned, name, inputs, None if cached is None else cached[name], kept[name])
         damping = ridge * gram.diagonal().mean()
         identity = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
         solution = torch.linalg.solve(gram + damping * identity, cross).T

@@ -19,8 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from pipeline.core.device import to_float64
-from pipeline.pruning.compensation import _as_rows, _capture, _dense_outputs, _output_rows, _run_until, sampled_rows
+from pipeline.pruning.compensation import _dense_outputs, normal_equations
 from pipeline.pruning.masks import zero_units
 from pipeline.pruning.surgery import UnitGroup, execution_order
 
@@ -199,30 +198,9 @@ def refitted(working: nn.Module, group: UnitGroup, fits: list[Fit], removed: set
 
 def _fit(dense: nn.Module, working: nn.Module, consumer, batches, ridge: float, cached=None) -> Fit:
     """The consumer's normal equations: its inputs in `working`, its outputs in `dense`, on sampled rows."""
-    layer, reference = working.get_submodule(consumer.module), dense.get_submodule(consumer.module)
-    gram = cross = None
-    for index, inputs in enumerate(batches):
-        x_store, handle = _capture(layer, "input")
-        try:
-            _run_until(working, inputs)
-        finally:
-            handle.remove()
-        rows = _as_rows(layer, x_store["value"])
-        pick = sampled_rows(rows.shape[0], index, rows.device)
-        if cached is not None and consumer.module in cached:
-            targets = to_float64(cached[consumer.module][index])
-        else:
-            y_store, handle = _capture(reference, "output")
-            try:
-                _run_until(dense, inputs)
-            finally:
-                handle.remove()
-            targets = to_float64(_output_rows(y_store["value"])[pick])
-        rows = to_float64(rows[pick])
-        if layer.bias is not None:
-            rows = torch.cat([rows, torch.ones(rows.shape[0], 1, dtype=rows.dtype, device=rows.device)], 1)
-        gram = rows.T @ rows if gram is None else gram + rows.T @ rows
-        cross = rows.T @ targets if cross is None else cross + rows.T @ targets
+    layer = working.get_submodule(consumer.module)
+    targets = cached.get(consumer.module) if cached is not None else None
+    gram, cross = normal_equations(dense, working, consumer.module, list(batches), targets)
     per_channel = layer.kernel_size[0] * layer.kernel_size[1] if isinstance(layer, nn.Conv2d) else 1
     blocks: dict[int, list[int]] = {}
     for channel, unit in zip(consumer.channels, consumer.units):
