@@ -38,8 +38,12 @@ VARIANTS = ("none", "mean", "lstsq", "reconstruction", "sensitivity", "both")
 # the last three re-fit too: --select reconstruction, --allocate sensitivity, and both at once
 OPTIONS = {"reconstruction": {"select": "reconstruction"}, "sensitivity": {"allocate": "sensitivity"},
            "both": {"select": "reconstruction", "allocate": "sensitivity"}}  # fmt: skip
-REFIT_VERSION = 2  # lstsq cells measured before the re-fit reached past the consumers are measured again
-ONLY = {"cswap": ("none",), "cswap@uniform": ("none",)}  # C-SWAP intervenes per compensation: one scoring (minutes) per variant
+REFITTED = ("lstsq", "reconstruction", "sensitivity", "both")
+# cells of an older re-fit (2: consumers only; 3: every later layer; now: also residual joins) are
+# kept aside, shown in parentheses until measured again
+REFIT_VERSION = 3
+# C-SWAP intervenes per compensation: one scoring (minutes) per run directory, so no mean-shift column
+ONLY = {"cswap": ("none", *REFITTED), "cswap@uniform": ("none",)}
 CACHE = ROOT / "bench" / "results" / "criteria.json"
 
 
@@ -122,8 +126,9 @@ def table(cache: dict) -> str:
         f"2x (it equals no compensation wherever BatchNorm is re-estimated, as every 2x row shows), C-SWAP with "
         f"other compensations (each is a new scoring of minutes), distillation cells still to run "
         f"(`make bench-criteria` resumes). Scoring does not depend on the budget: its seconds are shown once per "
-        f"scorer; C-SWAP's were taken while other jobs shared the 2 cores (alone: 'Measured here'). A re-fit in parentheses was measured "
-        f"when only the pruned groups' consumers were re-fitted (being measured again). prune s: the prune "
+        f"scorer; C-SWAP's were taken while other jobs shared the 2 cores (alone: 'Measured here'). A re-fit cell in parentheses was measured "
+        f"with an older re-fit (the consumers alone, or before the layers feeding a residual join made up for the other "
+        f"branch's error), being measured again. prune s: the prune "
         f"stage with both options (sensitivity curves, selection, re-fit, evaluation).",
         "",
         "| model | MACs | scorer | ranking | one-shot | + mean-shift | + lstsq re-fit | re-fit + reconstruction "
@@ -143,18 +148,21 @@ def table(cache: dict) -> str:
     for key in sorted((k for k in cache if k.startswith("cifar/")), key=order):
         _, model, budget, scorer = key.split("/")
         r = cache[key]
-        cell = lambda v, r=r: f"{r[v]['accuracy']:.4f}" if v in r else "-"  # noqa: E731
-        refit = (
-            cell("lstsq") if "lstsq" in r else (f"({r['lstsq_consumers']['accuracy']:.4f})" if "lstsq_consumers" in r else "-")
-        )
+        older = r.get("older", {})
+
+        def cell(v, r=r, older=older):
+            if v in r:
+                return f"{r[v]['accuracy']:.4f}"
+            return f"({older[v]['accuracy']:.4f})" if v in older else "-"
+
         distilled = next((r[v]["distilled"] for v in VARIANTS if v in r and "distilled" in r[v]), None)
         seconds = next((r[v]["score_seconds"] for v in VARIANTS if v in r), None)
         ranking = next((r[v]["ranking"] for v in VARIANTS if v in r and "ranking" in r[v]), "-")
-        reached = next(r[v]["macs_ratio"] for v in VARIANTS if v in r)
+        reached = next(c[v]["macs_ratio"] for c in (r, r.get("older", {})) for v in VARIANTS if v in c)
         prune_seconds = f"{r['both']['prune_seconds']:.0f}" if "both" in r else "-"
         lines.append(
             f"| {model} | {'own' if budget == 'own' else f'{float(budget):g}x'} ({reached:.2f}) | {scorer} | {ranking} | "
-            f"{cell('none')} | {cell('mean')} | {refit} | {cell('reconstruction')} | {cell('sensitivity')} | "
+            f"{cell('none')} | {cell('mean')} | {cell('lstsq')} | {cell('reconstruction')} | {cell('sensitivity')} | "
             f"{cell('both')} | {f'{distilled:.4f}' if distilled else '-'} | "
             f"{f'{seconds:.0f}' if seconds and budget in ('own', '2') else ''} | "
             f"{prune_seconds} |"
@@ -187,9 +195,14 @@ def main() -> None:
     parser.add_argument("--vit", action="store_true", help="also the ViT-B/16 VBP speed row")
     args = parser.parse_args()
     cache = json.loads(CACHE.read_text()) if CACHE.is_file() else {}
-    for key, row in cache.items():  # re-fit cells of the older re-fit (consumers only) are kept aside, measured again
-        if key.startswith("cifar/") and "lstsq" in row and row["lstsq"].get("refit_version") != REFIT_VERSION:
-            row["lstsq_consumers"] = row.pop("lstsq")
+    for key, row in cache.items():
+        if not key.startswith("cifar/"):
+            continue
+        if "lstsq_consumers" in row:
+            row.setdefault("older", {}).setdefault("lstsq", row.pop("lstsq_consumers"))
+        for variant in REFITTED:
+            if variant in row and row[variant].get("refit_version") != REFIT_VERSION:
+                row.setdefault("older", {})[variant] = row.pop(variant)
     for model in args.models.split(","):
         for budget in args.budgets.split(","):
             for scorer in args.scorers.split(","):

@@ -8,7 +8,9 @@ G = X^T X of its input rows, cross term X^T Y with the dense model's output Y) g
 for any kept set; units are removed greedily, one at a time, the one whose removal raises the summed
 error least (optimal-brain-surgeon block updates of the inverse Gram and of the re-fitted weights, in
 closed form: dE = tr(W_B^T (P_BB)^-1 W_B), P' = P_RR - P_RB P_BB^-1 P_BR), the scorer's order breaking
-ties. The greedy choice is kept only where its error is below that of the scorer's own choice.
+ties. The greedy choice is kept only where its error is below that of the scorer's own choice. A
+consumer that feeds a residual join is fitted to the dense join (pipeline.pruning.residual), as the
+re-fit that follows will fit it.
 
 Greedy backward elimination over LASSO (He et al. 2017): no penalty to tune against an exact count, and
 each step is exact for the re-fit that follows. Groups with a consumer that cannot be re-fitted (a
@@ -21,6 +23,7 @@ import torch.nn as nn
 
 from pipeline.pruning.compensation import _dense_outputs, normal_equations
 from pipeline.pruning.masks import zero_units
+from pipeline.pruning.residual import Joins
 from pipeline.pruning.surgery import UnitGroup, execution_order
 
 TIE = 1e-6
@@ -149,10 +152,11 @@ def select(
     pending.sort(key=lambda g: min(order.get(c.module, len(order)) for c in g.consumers) if g.consumers else len(order))
     removal, errors = {}, {}
     cached = _dense_targets(dense, [g for g in pending if refittable(working, g)], batches)
+    joins = Joins(dense, working)
     for group in pending:
         own = fallback(group)
         if refittable(working, group):
-            fits = fits_of(dense, working, group, batches, ridge, cached)
+            fits = fits_of(dense, working, group, batches, ridge, cached, joins)
             greedy = greedy_removal(fits, scores[group.name], group.size - kept[group.name])
             mine, theirs = (sum(f.error(set(units)) for f in fits) for units in (greedy, own))
             removal[group.name] = greedy if mine <= theirs else own
@@ -165,10 +169,13 @@ def select(
     return removal, errors
 
 
-def fits_of(dense: nn.Module, working: nn.Module, group: UnitGroup, batches, ridge: float, cached=None) -> list[Fit]:
+def fits_of(
+    dense: nn.Module, working: nn.Module, group: UnitGroup, batches, ridge: float, cached=None, joins: Joins | None = None
+) -> list[Fit]:
     """The normal equations of each of the group's consumers (inputs in `working`, outputs in `dense`;
-    `cached`: the dense outputs' sampled rows per consumer and batch, where they were kept)."""
-    return [_fit(dense, working, consumer, batches, ridge, cached) for consumer in group.consumers]
+    `cached`: the dense outputs' sampled rows per consumer and batch, where they were kept; `joins`:
+    the residual joins whose other branch's error the consumers make up for)."""
+    return [_fit(dense, working, consumer, batches, ridge, cached, joins) for consumer in group.consumers]
 
 
 def _dense_targets(dense: nn.Module, groups: list[UnitGroup], batches) -> dict | None:
@@ -196,11 +203,11 @@ def refitted(working: nn.Module, group: UnitGroup, fits: list[Fit], removed: set
     return saved
 
 
-def _fit(dense: nn.Module, working: nn.Module, consumer, batches, ridge: float, cached=None) -> Fit:
+def _fit(dense: nn.Module, working: nn.Module, consumer, batches, ridge: float, cached=None, joins=None) -> Fit:
     """The consumer's normal equations: its inputs in `working`, its outputs in `dense`, on sampled rows."""
     layer = working.get_submodule(consumer.module)
     targets = cached.get(consumer.module) if cached is not None else None
-    gram, cross = normal_equations(dense, working, consumer.module, list(batches), targets)
+    gram, cross = normal_equations(dense, working, consumer.module, list(batches), targets, joins=joins)
     per_channel = layer.kernel_size[0] * layer.kernel_size[1] if isinstance(layer, nn.Conv2d) else 1
     blocks: dict[int, list[int]] = {}
     for channel, unit in zip(consumer.channels, consumer.units):

@@ -1,0 +1,152 @@
+"""Residual joins: layers whose output is added to another branch.
+
+A conv or linear layer whose output reaches an addition through per-channel affine layers only
+(BatchNorm in eval mode, Dropout, Identity) feeds a residual join, y = a * z + b + r. Re-fitting z to
+the dense model's z leaves the error the other branch brings (r_pruned - r_dense) in y; re-fitting it
+to z_dense + (r_dense - r_pruned) / a makes the layer cancel that error as far as its own input lets
+it, so the error no longer travels down the residual stream (He et al. 2017, multi-branch networks).
+On CIFAR ResNet-56 at 2x fewer MACs, the all-layer re-fit goes from 0.777 to 0.789 one-shot. Used by
+the lstsq re-fit and by --select reconstruction (the consumers' fits it chooses units for).
+
+The joins are found on a torch.fx trace of the model; a model that does not trace has none, and its
+layers are re-fitted to their own dense outputs."""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+PASS_THROUGH = (nn.Identity, nn.Dropout)
+ADDITIONS = (operator.add, operator.iadd, torch.add, "add", "add_")
+
+
+class _Stop(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Join:
+    input: str  # the layer's input node
+    residual: str  # the other operand of the addition
+    scales: tuple[str, ...]  # BatchNorm layers between the layer and the addition
+
+
+def _trace(model: nn.Module) -> fx.GraphModule | None:
+    try:
+        return fx.symbolic_trace(model)  # shares the model's submodules: in-place weight changes show
+    except Exception:  # noqa: BLE001 - any model fx cannot trace simply has no joins
+        return None
+
+
+def _is_addition(node: fx.Node) -> bool:
+    return node.op in ("call_function", "call_method") and node.target in ADDITIONS and len(node.args) == 2 and not node.kwargs
+
+
+def _affine_chain(traced: fx.GraphModule, node: fx.Node) -> tuple[list[str], fx.Node]:
+    """The BatchNorm layers the layer's output goes through (single users, affine or pass-through
+    layers only), and the last node of that chain."""
+    scales, current = [], node
+    while len(current.users) == 1:
+        user = next(iter(current.users))
+        if user.op != "call_module" or user.args[0] is not current:
+            break
+        module = traced.get_submodule(user.target)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_var is not None:
+            scales.append(user.target)
+        elif not isinstance(module, PASS_THROUGH):
+            break
+        current = user
+    return scales, current
+
+
+def _join_of(traced: fx.GraphModule, node: fx.Node, scales: list[str], end: fx.Node) -> Join | None:
+    """The addition of two tensors the chain ends in, if it does."""
+    if len(end.users) != 1 or not _is_addition(user := next(iter(end.users))):
+        return None
+    other = user.args[1] if user.args[0] is end else user.args[0]
+    if not isinstance(other, fx.Node) or other is end or not isinstance(node.args[0], fx.Node):
+        return None
+    return Join(node.args[0].name, other.name, tuple(scales))
+
+
+class Joins:
+    """The residual joins of `model` (a pruned or masked copy of `dense`, the same graph), and the
+    target corrections of the layers that feed them."""
+
+    def __init__(self, dense: nn.Module, model: nn.Module):
+        self.model, self.dense = model, dense
+        self._traced, self._dense_traced = _trace(model), _trace(dense)
+        self.of: dict[str, Join] = {}
+        self.norms: dict[str, tuple[str, ...]] = {}  # the BatchNorm layers right after each layer
+        if self._traced is None or self._dense_traced is None:
+            return
+        for node in self._traced.graph.nodes:
+            if node.op == "call_module" and isinstance(self._traced.get_submodule(node.target), (nn.Conv2d, nn.Linear)):
+                norms, end = _affine_chain(self._traced, node)
+                self.norms[node.target] = tuple(norms)
+                join = _join_of(self._traced, node, norms, end)
+                if join is not None:
+                    self.of[node.target] = join
+
+    def __contains__(self, layer: str) -> bool:
+        return layer in self.of
+
+    def capture(self, layer: str, batch: torch.Tensor, outputs: list[int] | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the layer's input in the model, the correction to add to its dense output rows, None where
+        the shapes do not line up); `outputs`: the dense channels the model's layer keeps."""
+        from pipeline.pruning.compensation import _output_rows
+
+        join = self.of[layer]
+        values = _values(self._traced, batch, {join.input, join.residual})
+        dense_residual = _values(self._dense_traced, batch, {join.residual})[join.residual]
+        mine, theirs = _output_rows(values[join.residual]), _output_rows(dense_residual)
+        if outputs is not None:
+            theirs = theirs[:, outputs]
+        scale = self.scale(layer)
+        if mine.shape != theirs.shape or scale is None or scale.shape[0] != mine.shape[1]:
+            return values[join.input], None
+        scale = scale.to(mine.dtype)
+        safe = scale.abs() > 1e-8
+        correction = torch.where(safe, (theirs - mine) / torch.where(safe, scale, torch.ones_like(scale)), 0)
+        return values[join.input], correction
+
+    def scale(self, layer: str) -> torch.Tensor | None:
+        """The per-channel factor the BatchNorm layers right after `layer` multiply its output by (in
+        the model as it is now), None where no BatchNorm follows."""
+        if not self.norms.get(layer):
+            return None
+        scale = None
+        for name in self.norms[layer]:
+            norm = self.model.get_submodule(name)
+            factor = torch.rsqrt(norm.running_var + norm.eps)
+            factor = factor if norm.weight is None else factor * norm.weight
+            scale = factor if scale is None else scale * factor
+        return scale.detach()
+
+
+class _Recorder(fx.Interpreter):
+    def __init__(self, traced: fx.GraphModule, wanted: set[str]):
+        super().__init__(traced)
+        self.wanted, self.values = wanted, {}
+
+    def run_node(self, node: fx.Node):
+        value = super().run_node(node)
+        if node.name in self.wanted:
+            self.values[node.name] = value.detach()
+            if len(self.values) == len(self.wanted):
+                raise _Stop
+        return value
+
+
+def _values(traced: fx.GraphModule, batch: torch.Tensor, wanted: set[str]) -> dict[str, torch.Tensor]:
+    """The values of the `wanted` nodes for `batch`; the forward stops once it has them all."""
+    recorder = _Recorder(traced, wanted)
+    try:
+        recorder.run(batch)
+    except _Stop:
+        pass
+    return recorder.values
