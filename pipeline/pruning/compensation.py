@@ -66,8 +66,9 @@ class _Stop(Exception):
     """Raised by a hook to end a forward pass once the layer of interest has run."""
 
 
-def _capture(module: nn.Module, want: str):
-    """A hook that stores the module's input ("input") or output ("output") and stops the forward."""
+def _captured(model: nn.Module, module: nn.Module, want: str, batch: torch.Tensor) -> torch.Tensor:
+    """`module`'s input ("input") or output ("output") when `model` runs on `batch`; the forward
+    stops there."""
     store = {}
 
     def pre_hook(mod, inputs):
@@ -79,14 +80,13 @@ def _capture(module: nn.Module, want: str):
         raise _Stop
 
     handle = module.register_forward_pre_hook(pre_hook) if want == "input" else module.register_forward_hook(post_hook)
-    return store, handle
-
-
-def _run_until(model: nn.Module, inputs: torch.Tensor) -> None:
     try:
-        model(inputs)
+        model(batch)
     except _Stop:
         pass
+    finally:
+        handle.remove()
+    return store["value"]
 
 
 def _as_rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -194,23 +194,13 @@ def normal_equations(
         if joins is not None and name in joins:
             x, correction = joins.capture(name, batch, outputs)
         else:
-            x_store, handle = _capture(layer, "input")
-            try:
-                _run_until(model, batch)
-            finally:
-                handle.remove()
-            x = x_store["value"]
+            x = _captured(model, layer, "input", batch)
         rows = _as_rows(layer, x)
         pick = sampled_rows(rows.shape[0], index, rows.device)
         if cached is not None:
             targets = to_float64(cached[index])
         else:
-            y_store, handle = _capture(reference, "output")
-            try:
-                _run_until(dense, batch)
-            finally:
-                handle.remove()
-            targets = _output_rows(y_store["value"])[pick]
+            targets = _output_rows(_captured(dense, reference, "output", batch))[pick]
             targets = to_float64(targets if outputs is None else targets[:, outputs])
         if correction is not None:
             targets = targets + to_float64(correction[pick])
