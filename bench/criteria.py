@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 
 from common import ROOT, SHARED, cifar10_root, machine, write_results
@@ -72,6 +73,8 @@ def one_shot(model: str, scorer: str, budget: float | None, compensate: str, dis
         out=str(out),
         **options,
     )
+    # the stages cache by configuration, not code: a cell is measured afresh (calibration and scores kept)
+    shutil.rmtree(out / "prune", ignore_errors=True)
     run_dir = run_pipeline(cfg, until="distill" if distill else "prune")
     metrics = read_json(run_dir / "prune" / "metrics.json")
     row = {

@@ -113,6 +113,21 @@ class TensorRt(Target):
             return _ApiSession(Path(compiled_dir) / ENGINE, tuple(input_shape))
         return _TrtexecSession(Path(compiled_dir), build["input"], tuple(input_shape), _trtexec_version())
 
+    def layer_times(
+        self, compiled_dir: Path, input_shape: tuple[int, ...], threads: int, precision: str = "fp32", runs: int = 20
+    ):
+        """TensorRT's layer profiler: each (fused) layer's median milliseconds over `runs` calls after a
+        warm-up, through the Python API's IProfiler or trtexec --exportProfile."""
+        compiled_dir = Path(compiled_dir)
+        build = json.loads((compiled_dir / BUILD).read_text())
+        info = compiled_dir / LAYERS if (compiled_dir / LAYERS).is_file() else None
+        if build["builder"] == "python":
+            return trt_layers.callback_times(_profiled_calls(compiled_dir / ENGINE, tuple(input_shape), runs), runs, info)
+        with tempfile.TemporaryDirectory() as scratch:
+            profile = Path(scratch) / "profile.json"
+            _run(trtexec.layer_profile_command(compiled_dir / ENGINE, build["input"], tuple(input_shape), runs, profile))
+            return trt_layers.profile_times(profile, info)
+
     def profile(self, compiled: dict[str, Path], input_shape: tuple[int, ...], seconds: float, trials: int):
         """trtexec path only: per-trial GPU compute seconds of each variant, the variants alternating."""
         builds = {v: json.loads((Path(d) / BUILD).read_text()) for v, d in compiled.items()}
@@ -302,6 +317,27 @@ class _ApiSession:
             return self.start.elapsed_time(self.end) / 1e3
 
         return call
+
+
+def _profiled_calls(engine_path: Path, input_shape: tuple[int, ...], runs: int) -> dict[str, list[float]]:
+    """{layer: [ms of each call]} reported by an IProfiler over a warm-up and `runs` calls."""
+    import tensorrt as trt
+
+    class Recorder(trt.IProfiler):
+        def __init__(self):
+            trt.IProfiler.__init__(self)
+            self.calls: dict[str, list[float]] = {}
+
+        def report_layer_time(self, layer_name, ms):
+            self.calls.setdefault(layer_name, []).append(ms)
+
+    session = _ApiSession(engine_path, input_shape)
+    recorder = Recorder()
+    session.context.profiler = recorder  # called once per layer for each enqueueV3, after it completes
+    batch = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
+    for _ in range(runs + max(3, runs // 4)):
+        session.run(batch)
+    return recorder.calls
 
 
 class _TrtexecSession:

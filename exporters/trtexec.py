@@ -85,6 +85,21 @@ def profile_command(
     return command
 
 
+def layer_profile_command(engine: Path, input_name: str, shape: tuple[int, ...], runs: int, profile: Path) -> list[str]:
+    """Run an engine `runs` times after a warm-up with TensorRT's layer profiler on, the per-layer times
+    written as JSON (--exportProfile: [{"count": N}, {"name", "timeMs", "averageMs", "medianMs"?, "percentage"}, ...])."""
+    return [
+        "trtexec",
+        f"--loadEngine={engine}",
+        f"--shapes={shape_spec(input_name, shape)}",
+        f"--warmUp={WARMUP_MS}",
+        f"--iterations={runs}",
+        "--duration=0",
+        "--noDataTransfers",
+        f"--exportProfile={profile}",
+    ]
+
+
 def output_command(engine: Path, input_name: str, shape: tuple[int, ...], inputs: Path, outputs: Path) -> list[str]:
     """One inference on the given input (raw float32 file), its outputs written as JSON: for parity."""
     return [

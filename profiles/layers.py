@@ -71,8 +71,13 @@ def match(times: dict[str, dict], layers: list[dict]) -> tuple[dict[str, float],
 
 
 def _by_name(name: str, layers: list[dict]):
-    # OpenVINO names a layer whose output is a graph output after that tensor (logits)
-    candidates = [l for l in layers if name == l["node"] or name.startswith(l["node"] + "/") or name in l["outputs"]]
+    # OpenVINO names a layer whose output is a graph output after that tensor (logits); TensorRT names a
+    # fused layer after its nodes joined by " + "
+    parts = name.split(" + ")
+    candidates = [
+        l for l in layers
+        if any(p == l["node"] or p.startswith(l["node"] + "/") or p in l["outputs"] for p in parts)
+    ]  # fmt: skip
     return max(candidates, key=lambda l: len(l["node"]), default=None)
 
 

@@ -136,3 +136,21 @@ def test_whole_run_on_tensorrt_reports_device_latency(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["targets"]["tensorrt"]["precision"] == "fp16" and report["targets"]["tensorrt"]["speedup"] > 0
+
+
+@needs_gpu
+def test_layer_profiler_times_every_conv_and_linear_of_a_real_engine(tmp_path):
+    from profiles.layers import match, onnx_layers
+
+    target = TARGETS.load("tensorrt")()
+    model = build_model(TINY_SPECS["resnet"]).eval()
+    path = tmp_path / "m.onnx"
+    onnx_export.export(model, torch.randn(1, 3, 32, 32), path)
+    out = tmp_path / "engine"
+    out.mkdir()
+    target.compile(path, out, "fp32", (2,))
+    times = target.layer_times(out, (2, 3, 32, 32), threads=1, runs=10)
+    assert times and all(t["ms"] >= 0 for t in times.values())
+    by_module, _ = match(times, onnx_layers(path))
+    convs = {n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+    assert set(by_module) == convs

@@ -182,3 +182,49 @@ def test_layer_info_without_detailed_verbosity_still_counts_reformats():
     )
     assert report.layers == 3 and report.reformats == ["Reformatting CopyNode for Output Tensor 0 to pool"]
     assert not report.detailed and report.padded == []
+
+
+# trtexec --exportProfile: a count, then one row per (fused) layer; medianMs since TensorRT 8.6 only
+PROFILE = [
+    {"count": 20},
+    {"name": "Reformatting CopyNode for Input Tensor 0 to /conv1/Conv + /relu/Relu", "timeMs": 0.4, "averageMs": 0.02,
+     "medianMs": 0.02, "percentage": 5.0},
+    {"name": "/layer3.1/conv1/Conv + /layer3.1/relu/Relu", "timeMs": 4.2, "averageMs": 0.21, "medianMs": 0.19,
+     "percentage": 70.0},
+    {"name": "/fc/Gemm", "timeMs": 1.0, "averageMs": 0.05, "percentage": 25.0},
+]  # fmt: skip
+
+
+def test_layer_profile_gives_each_layers_time_per_call_with_its_kind(tmp_path):
+    times = trt_layers.profile_times(PROFILE, LAYER_INFO)
+    assert set(times) == {row["name"] for row in PROFILE[1:]}
+    conv = times["/layer3.1/conv1/Conv + /layer3.1/relu/Relu"]
+    assert conv == {"op": "Convolution", "ms": 0.19, "input_shapes": [[1, 64, 14, 14]]}  # the median where written
+    assert times["/fc/Gemm"]["ms"] == 0.05 and times["/fc/Gemm"]["op"] == "FullyConnected"  # else the average
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(PROFILE))
+    assert trt_layers.profile_times(path) == {n: {**t, "op": "", "input_shapes": []} for n, t in times.items()}
+
+
+def test_profiler_callbacks_give_the_median_of_the_last_calls():
+    calls = {"/fc/Gemm": [9.0, 9.0, 0.1, 0.3, 0.2], "/conv1/Conv + /relu/Relu": [5.0, 1.0, 1.0, 2.0]}
+    times = trt_layers.callback_times(calls, runs=3, info=LAYER_INFO)
+    assert times["/fc/Gemm"] == {"op": "FullyConnected", "ms": 0.2, "input_shapes": [[1, 512]]}
+    assert times["/conv1/Conv + /relu/Relu"]["ms"] == 1.0  # not in the layer information: no kind
+
+
+def test_fused_tensorrt_layers_are_matched_to_the_model_layers_they_hold():
+    from profiles.layers import match
+
+    layers = [
+        {"node": "/layer3.1/conv1/Conv", "module": "layer3.1.conv1", "weight_shape": [50, 64, 3, 3], "outputs": ["a"]},
+        {"node": "/fc/Gemm", "module": "fc", "weight_shape": [10, 512], "outputs": ["logits"]},
+    ]
+    by_module, other = match(trt_layers.profile_times(PROFILE, LAYER_INFO), layers)
+    assert by_module == {"layer3.1.conv1": 0.19, "fc": 0.05} and other == pytest.approx(0.02)
+
+
+def test_layer_profile_command_runs_the_engine_with_the_profiler_exported():
+    command = trtexec.layer_profile_command(Path("m.engine"), "input", (8, 3, 224, 224), 50, Path("p.json"))
+    assert command[0] == "trtexec" and "--loadEngine=m.engine" in command and "--shapes=input:8x3x224x224" in command
+    assert "--iterations=50" in command and "--exportProfile=p.json" in command and "--duration=0" in command

@@ -59,3 +59,41 @@ def test_greedy_removal_drops_the_columns_that_carry_nothing():
     fit = reconstruction.Fit(rows.T @ rows, rows.T @ targets, {u: [u] for u in range(6)}, ridge=1e-10)
     assert reconstruction.greedy_removal([fit], torch.arange(6.0, 0.0, -1.0), 1) in ([0], [1], [4])
     assert reconstruction.greedy_removal([fit], torch.tensor([9.0, 9.0, 1.0, 1.0, 9.0, 1.0]), 1) == [4]
+
+
+def _vit_with_duplicates():
+    """A tiny ViT whose first block has MLP neuron 7 = neuron 3 and attention head 2 = head 0."""
+    from pipeline.models.attention import convert_attention
+    from tests.tiny_models import tiny_vit
+
+    torch.manual_seed(3)
+    model = tiny_vit().eval()
+    convert_attention(model)
+    block = model.encoder.layers.encoder_layer_0
+    with torch.no_grad():
+        block.mlp[0].weight[7], block.mlp[0].bias[7] = block.mlp[0].weight[3], block.mlp[0].bias[3]
+        attention = block.self_attention
+        width = attention.head_dim
+        for part in range(3):  # rows [q | k | v] x heads x head_dim
+            rows = slice(part * 4 * width, (part + 1) * 4 * width)
+            weight, bias = attention.qkv.weight[rows], attention.qkv.bias[rows]
+            weight[2 * width : 3 * width], bias[2 * width : 3 * width] = weight[:width], bias[:width]
+    return model
+
+
+def test_vit_neurons_and_heads_the_others_rebuild_are_removed_and_the_refit_restores_the_output():
+    model = _vit_with_duplicates()
+    example = torch.randn(48, 3, 32, 32)
+    block = "encoder.layers.encoder_layer_0"
+    wanted = {f"{block}.mlp.0": 63, f"{block}.self_attention": 3}
+    groups = [g for g in analyse(model, example[:1]).groups if g.name in wanted]
+    scores = {g.name: torch.arange(g.size, 0.0, -1.0) for g in groups}  # the scorer would remove the last unit
+    batches = [example[:24], example[24:]]
+    removal, _ = reconstruction.select(
+        model, _vit_with_duplicates(), groups, scores, wanted, batches, example[:1], 1e-9, lambda g: [g.size - 1]
+    )
+    assert removal[f"{block}.mlp.0"] in ([3], [7]) and removal[f"{block}.self_attention"] in ([0], [2])
+    pruned = _vit_with_duplicates()
+    apply_removal(pruned, example[:1], groups, removal)
+    refit_least_squares(model, pruned, groups, removal, [(b, None) for b in batches], example[:1], ridge=1e-9)
+    torch.testing.assert_close(pruned(example), model(example), atol=1e-4, rtol=1e-4)
