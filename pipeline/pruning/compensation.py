@@ -191,7 +191,7 @@ def normal_equations(
     gram = cross = None
     for index, batch in enumerate(inputs):
         correction = None
-        if joins is not None and name in joins:
+        if joins is not None and joins.covers(name, batch):
             x, correction = joins.capture(name, batch, outputs)
         else:
             x = _captured(model, layer, "input", batch)

@@ -82,6 +82,7 @@ class Joins:
         self._traced, self._dense_traced = _trace(model), _trace(dense)
         self.of: dict[str, Join] = {}
         self.norms: dict[str, tuple[str, ...]] = {}  # the BatchNorm layers right after each layer
+        self._checked: bool | None = None
         if self._traced is None or self._dense_traced is None:
             return
         for node in self._traced.graph.nodes:
@@ -92,7 +93,15 @@ class Joins:
                 if join is not None:
                     self.of[node.target] = join
 
-    def __contains__(self, layer: str) -> bool:
+    def covers(self, layer: str, batch: torch.Tensor) -> bool:
+        """Whether `layer` feeds a join; on the first call, the traces are checked to compute what the
+        models do (a trace can bake in a constant the forward computes), and dropped where they do not."""
+        if self._checked is None:
+            self._checked = all(
+                _same_outputs(t, m, batch[:2]) for t, m in ((self._traced, self.model), (self._dense_traced, self.dense))
+            )
+            if not self._checked:
+                self.of = {}
         return layer in self.of
 
     def capture(self, layer: str, batch: torch.Tensor, outputs: list[int] | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -140,6 +149,14 @@ class _Recorder(fx.Interpreter):
             if len(self.values) == len(self.wanted):
                 raise _Stop
         return value
+
+
+def _same_outputs(traced: fx.GraphModule, model: nn.Module, batch: torch.Tensor) -> bool:
+    try:
+        mine, theirs = traced(batch), model(batch)
+    except Exception:  # noqa: BLE001 - a trace that does not run is not used
+        return False
+    return torch.is_tensor(mine) and torch.is_tensor(theirs) and torch.allclose(mine, theirs, rtol=1e-4, atol=1e-5)
 
 
 def _values(traced: fx.GraphModule, batch: torch.Tensor, wanted: set[str]) -> dict[str, torch.Tensor]:

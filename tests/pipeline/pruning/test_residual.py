@@ -96,3 +96,22 @@ def test_vit_joins_are_the_attention_output_projection_and_the_mlps_second_linea
     joins = Joins(model, copy.deepcopy(model))
     layers = [f"encoder.layers.encoder_layer_{i}" for i in (0, 1)]
     assert set(joins.of) == {f"{layer}.{name}" for layer in layers for name in ("self_attention.proj", "mlp.3")}
+
+
+class _BakedGain(_Block):
+    """A Python number the trace bakes in: changed afterwards, the trace no longer computes the model."""
+
+    gain = 1.0
+
+    def forward(self, x):
+        stem = self.a(x)
+        return self.head(torch.relu(self.bn(self.b(stem)) * self.gain + stem))
+
+
+def test_a_trace_that_no_longer_computes_the_model_is_not_used():
+    model = _BakedGain().eval()
+    joins = Joins(model, model)
+    model.gain = 2.0
+    assert not joins.covers("b", torch.randn(2, 3, 5, 5)) and joins.of == {}
+    fresh = Joins(model, model)
+    assert fresh.covers("head", torch.randn(2, 3, 5, 5)) is False and "b" not in fresh.of  # a multiply is no join
