@@ -192,7 +192,7 @@ def normal_equations(
     for index, batch in enumerate(inputs):
         correction = None
         if joins is not None and joins.covers(name, batch):
-            x, correction = joins.capture(name, batch, outputs)
+            x, correction = joins.capture(name, batch, index, outputs)
         else:
             x = _captured(model, layer, "input", batch)
         rows = _as_rows(layer, x)
@@ -203,7 +203,7 @@ def normal_equations(
             targets = _output_rows(_captured(dense, reference, "output", batch))[pick]
             targets = to_float64(targets if outputs is None else targets[:, outputs])
         if correction is not None:
-            targets = targets + to_float64(correction[pick])
+            targets = targets + to_float64(correction)
         rows = to_float64(rows[pick])
         if layer.bias is not None:
             rows = torch.cat([rows, torch.ones(rows.shape[0], 1, dtype=rows.dtype, device=rows.device)], 1)

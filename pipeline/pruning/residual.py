@@ -21,6 +21,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 PASS_THROUGH = (nn.Identity, nn.Dropout)
+CACHE_BYTES = 1 << 30  # dense residuals kept (sampled rows) between the layers of one re-fit
 ADDITIONS = (operator.add, operator.iadd, torch.add, "add", "add_")
 
 
@@ -83,6 +84,8 @@ class Joins:
         self.of: dict[str, Join] = {}
         self.norms: dict[str, tuple[str, ...]] = {}  # the BatchNorm layers right after each layer
         self._checked: bool | None = None
+        self._cache: dict[tuple, dict[str, torch.Tensor]] = {}
+        self._cached_bytes = 0
         if self._traced is None or self._dense_traced is None:
             return
         for node in self._traced.graph.nodes:
@@ -104,15 +107,19 @@ class Joins:
                 self.of = {}
         return layer in self.of
 
-    def capture(self, layer: str, batch: torch.Tensor, outputs: list[int] | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(the layer's input in the model, the correction to add to its dense output rows, None where
-        the shapes do not line up); `outputs`: the dense channels the model's layer keeps."""
-        from pipeline.pruning.compensation import _output_rows
+    def capture(
+        self, layer: str, batch: torch.Tensor, index: int, outputs: list[int] | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the layer's input in the model, the correction to add to its dense output on the sampled rows
+        of batch `index` (compensation.sampled_rows), None where the shapes do not line up); `outputs`:
+        the dense channels the model's layer keeps."""
+        from pipeline.pruning.compensation import _output_rows, sampled_rows
 
         join = self.of[layer]
         values = _values(self._traced, batch, {join.input, join.residual})
-        dense_residual = _values(self._dense_traced, batch, {join.residual})[join.residual]
-        mine, theirs = _output_rows(values[join.residual]), _output_rows(dense_residual)
+        mine = _output_rows(values[join.residual])
+        mine = mine[sampled_rows(mine.shape[0], index, mine.device)]
+        theirs = self._dense_rows(batch, index)[layer]
         if outputs is not None:
             theirs = theirs[:, outputs]
         scale = self.scale(layer)
@@ -122,6 +129,24 @@ class Joins:
         safe = scale.abs() > 1e-8
         correction = torch.where(safe, (theirs - mine) / torch.where(safe, scale, torch.ones_like(scale)), 0)
         return values[join.input], correction
+
+    def _dense_rows(self, batch: torch.Tensor, index: int) -> dict[str, torch.Tensor]:
+        """Every join's dense residual on the sampled rows of batch `index`, from one pass of the dense
+        model; kept for the next layers while they take less than CACHE_BYTES."""
+        from pipeline.pruning.compensation import _output_rows, sampled_rows
+
+        key = (index, batch.data_ptr(), tuple(batch.shape))
+        if key in self._cache:
+            return self._cache[key]
+        values = _values(self._dense_traced, batch, {j.residual for j in self.of.values()})
+        rows = {}
+        for layer, join in self.of.items():
+            full = _output_rows(values[join.residual])
+            rows[layer] = full[sampled_rows(full.shape[0], index, full.device)]
+        size = sum(r.numel() * r.element_size() for r in rows.values())
+        if self._cached_bytes + size <= CACHE_BYTES:
+            self._cache[key], self._cached_bytes = rows, self._cached_bytes + size
+        return rows
 
     def scale(self, layer: str) -> torch.Tensor | None:
         """The per-channel factor the BatchNorm layers right after `layer` multiply its output by (in
