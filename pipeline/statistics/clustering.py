@@ -57,10 +57,8 @@ def kmedoids(distances: torch.Tensor, k: int, seed: int = 0, max_iter: int = 100
         pick = int(torch.multinomial(weights.cpu(), 1, generator=generator))  # a CPU draw: the same on every device
         medoids.append(pick)
         nearest = torch.minimum(nearest, distances[pick])
-    # one thread: the swaps, and so the clusters, do not depend on the machine
-    result = library.fasterpam(
-        distances.detach().double().cpu().numpy(), np.array(medoids), max_iter=max_iter, random_state=seed, n_cpu=1
-    )
+    # one thread: the swaps, and so the clusters, do not depend on the machine (the seeding fixes the rest)
+    result = library.fasterpam(distances.detach().double().cpu().numpy(), np.array(medoids), max_iter=max_iter, n_cpu=1)
     return torch.as_tensor(np.sort(result.medoids).astype(np.int64), device=distances.device)
 
 
