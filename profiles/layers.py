@@ -3,9 +3,11 @@ layer's time shrank less than its MACs.
 
 The runtimes name their (fused) layers differently: OpenVINO keeps the ONNX node names, suffixed
 (/a1/Conv/WithoutBiases), while ONNX Runtime's layout pass renames fused convs after tensors
-(/Relu_output_0_nchwc). A runtime node is matched to an ONNX node by name where one is a prefix of
-it (or it is named after the node's output), else by its weight shape, in execution order. Everything unmatched (element-wise layers, pooling,
-layout reorders) is summed as "other"."""
+(/Relu_output_0_nchwc: the output of the activation fused into the conv). A runtime node is matched to
+an ONNX node by name where one is a prefix of it (or it is named after the node's output, or its fused
+activation's), else by its weight shape, in execution order; ONNX Runtime's blocked layout pads a
+conv's channels to its block (8 with AVX2, 16 with AVX-512), so a padded shape matches too. Everything
+unmatched (element-wise layers, pooling, layout reorders) is summed as "other"."""
 
 from __future__ import annotations
 
@@ -13,6 +15,10 @@ from pathlib import Path
 
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 RUNTIME_WEIGHTED_OPS = (*WEIGHTED_OPS, "FullyConnected")  # OpenVINO's name for a fused Gemm/MatMul
+# activations a runtime fuses into the conv before them (and may name the fused layer after)
+FUSED_ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh")
+LAYOUT_SUFFIXES = ("_nchwc",)  # ONNX Runtime's blocked-layout copies of a tensor
+LARGEST_BLOCK = 16
 
 
 def onnx_layers(onnx_path: Path) -> list[dict]:
@@ -38,6 +44,9 @@ def onnx_layers(onnx_path: Path) -> list[dict]:
         for reader in readers.get(node.output[0], []) if node.op_type == "MatMul" else []:
             if reader.op_type == "Add" and any(i in shapes for i in reader.input):
                 outputs += list(reader.output)
+        following = readers.get(node.output[0], [])
+        if len(following) == 1 and following[0].op_type in FUSED_ACTIVATIONS:
+            outputs += list(following[0].output)
         found.append({"node": node.name, "module": module_of(node.name), "weight_shape": weight, "outputs": outputs})
     return found
 
@@ -73,7 +82,7 @@ def match(times: dict[str, dict], layers: list[dict]) -> tuple[dict[str, float],
 def _by_name(name: str, layers: list[dict]):
     # OpenVINO names a layer whose output is a graph output after that tensor (logits); TensorRT names a
     # fused layer after its nodes joined by " + "
-    parts = name.split(" + ")
+    parts = [_without_layout_suffix(p) for p in name.split(" + ")]
     candidates = [
         l for l in layers
         if any(p == l["node"] or p.startswith(l["node"] + "/") or p in l["outputs"] for p in parts)
@@ -87,7 +96,20 @@ def _by_weight(entry: dict, layers: list[dict]):
         return None
     weight = list(shapes[1])
     # a MatMul stores its weight as (in, out), a runtime's fully connected layer as (out, in)
-    return next((l for l in layers if weight in (l["weight_shape"], l["weight_shape"][::-1])), None)
+    return next((l for l in layers if any(_padded(weight, s) for s in (l["weight_shape"], l["weight_shape"][::-1]))), None)
+
+
+def _without_layout_suffix(name: str) -> str:
+    return next((name[: -len(s)] for s in LAYOUT_SUFFIXES if name.endswith(s)), name)
+
+
+def _padded(runtime: list[int], graph: list[int]) -> bool:
+    """The runtime's weight shape is the graph's, a conv's two channel dims perhaps padded up to a block."""
+    if runtime == graph:
+        return True
+    if len(runtime) != 4 or len(graph) != 4 or runtime[2:] != graph[2:]:
+        return False
+    return all(r == g or (g < r < g + LARGEST_BLOCK and r % 8 == 0) for r, g in zip(runtime[:2], graph[:2]))
 
 
 def slowest_to_shrink(dense: dict, pruned: dict, macs: dict, limit: int = 10) -> list[dict]:

@@ -49,3 +49,22 @@ def test_the_layers_that_shrank_least_against_their_macs_come_first_with_a_reaso
     assert "memory-bound" in layers.reason(rows[1], "depthwise", 16, 8)
     not_pruned = {"macs_kept": 1.0, "time_kept": 1.0, "pruned_ms": 0.1}
     assert "not pruned" in layers.reason(not_pruned, "dense", 64, 8)
+
+
+def test_blocked_layout_names_and_padded_channels_still_match_their_layers():
+    graph = [
+        {"node": "/a1/Conv", "module": "a1", "weight_shape": [24, 16, 3, 3], "outputs": ["/a1/Conv_output_0", "/Relu_output_0"]},
+        {"node": "/a2/Conv", "module": "a2", "weight_shape": [16, 24, 3, 3], "outputs": ["/a2/Conv_output_0"]},
+        {"node": "/b1/Conv", "module": "b1", "weight_shape": [32, 16, 3, 3], "outputs": ["/b1/Conv_output_0"]},
+    ]  # fmt: skip
+    # ONNX Runtime with AVX-512 computes a1's 24 channels as 32: its shape alone would also fit b1
+    times = {
+        "node_0": {"op": "Conv", "ms": 1.0, "input_shapes": [[2, 16, 8, 8], [32, 16, 3, 3], [32]]},
+        "node_1": {"op": "Conv", "ms": 2.0, "input_shapes": [[2, 32, 8, 8], [16, 32, 3, 3], [16]]},
+        "node_2": {"op": "Conv", "ms": 4.0, "input_shapes": [[2, 16, 8, 8], [32, 16, 3, 3], [32]]},
+    }
+    assert layers.match(times, graph) == ({"a1": 1.0, "a2": 2.0, "b1": 4.0}, 0.0)
+    named = {"/Relu_output_0_nchwc": times["node_0"], "/b1/Conv_output_0_nchwc": times["node_2"]}
+    assert layers.match(named, graph) == ({"a1": 1.0, "b1": 4.0}, 0.0)
+    wider = {"node": {"op": "Conv", "ms": 1.0, "input_shapes": [[2, 16, 8, 8], [48, 16, 3, 3], [48]]}}
+    assert layers.match(wider, graph) == ({}, 1.0)  # 24 is never padded beyond the largest block
