@@ -5,6 +5,8 @@ whose summed sensitivity is least within the MACs target (--macs-reduction) or t
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pipeline.allocators.base import Allocation, Request, width_options
 from pipeline.allocators.costs import MacsCost, UnitsCost
 from pipeline.allocators.knapsack import fastest, plan
@@ -21,8 +23,7 @@ def allocate(request: Request) -> Allocation:
         cost, goal, unit = MacsCost(request.estimator), request.macs_reduction, "MACs"
     else:
         cost, goal, unit = UnitsCost(request.groups), 1.0 / (1.0 - request.ratio), "units"
-    cheapest = fastest(cost, widths)
-    kept = plan(cost, widths, values, cost.dense / goal, cheapest)
+    kept = plan(cost, widths, values, cost.dense / goal, fastest(cost, widths))
     reached = cost.dense / max(cost.predict(kept), 1.0)
     if request.macs_reduction is not None and reached < goal * (1.0 - TOLERANCE):
         raise ConfigError(
@@ -31,6 +32,22 @@ def allocate(request: Request) -> Allocation:
         )
     note = f"sensitivity: widths of least measured sensitivity within {goal:.2f}x fewer {unit} (reached {reached:.2f}x)"
     return Allocation(kept, None, request.round_to, [note], {"sensitivity": sensitivity_details(request.sensitivity, kept)})
+
+
+def block_for(request: Request) -> int:
+    """The channel block to measure and allocate on: the requested one, or, where it is only the target's
+    default, halved until the fewest-MACs widths reach --macs-reduction (as the MACs search relaxes it).
+    Decided before the curves are measured, so that every width allocated is a width measured."""
+    step = request.round_to
+    if request.macs_reduction is None or not request.round_to_is_default:
+        return step
+    cost = MacsCost(request.estimator)
+    while step > 1:
+        widths = {g.name: width_options(g, replace(request, round_to=step)) for g in request.groups if g.name in request.scores}
+        if cost.dense / max(cost.predict(fastest(cost, widths)), 1.0) >= request.macs_reduction:
+            break
+        step //= 2
+    return step
 
 
 def sensitivity_values(curves: dict[str, dict[int, float]], widths: dict[str, list[int]]) -> dict[str, dict[int, float]]:

@@ -212,6 +212,27 @@ def normal_equations(
     return gram, cross
 
 
+def diagonal_mean(gram: torch.Tensor) -> torch.Tensor:
+    """The mean of the Gram diagonal over the columns that are not all zero: the ridge's scale is then
+    the same whether a switched-off input is still there (zeros) or removed."""
+    diagonal = gram.diagonal()
+    live = diagonal[diagonal > 0]
+    return live.mean() if live.numel() else diagonal.mean()
+
+
+def solve_into(layer: nn.Module, gram: torch.Tensor, cross: torch.Tensor, ridge: float, rows: list[int] | None = None) -> None:
+    """The ridge solution of a layer's normal equations written into its weights (and bias): all of
+    its outputs, or the output channels `rows` (the others left as they are)."""
+    damping = ridge * diagonal_mean(gram)
+    identity = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    solution = torch.linalg.solve(gram + damping * identity, cross).T
+    index = slice(None) if rows is None else torch.tensor(rows, device=layer.weight.device)
+    if layer.bias is not None:
+        layer.bias[index] = solution[:, -1].to(layer.bias.dtype)
+        solution = solution[:, :-1]
+    layer.weight[index] = solution.reshape(-1, *layer.weight.shape[1:]).to(layer.weight.dtype)
+
+
 @torch.no_grad()
 def refit_least_squares(
     dense: nn.Module,
@@ -238,13 +259,7 @@ def refit_least_squares(
         layer = pruned.get_submodule(name)
         inputs = [b[0] for b in batches]
         gram, cross = normal_equations(dense, pruned, name, inputs, None if cached is None else cached[name], kept[name], joins)
-        damping = ridge * gram.diagonal().mean()
-        identity = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-        solution = torch.linalg.solve(gram + damping * identity, cross).T
-        if layer.bias is not None:
-            layer.bias.copy_(solution[:, -1].to(layer.bias.dtype))
-            solution = solution[:, :-1]
-        layer.weight.copy_(solution.reshape(layer.weight.shape).to(layer.weight.dtype))
+        solve_into(layer, gram, cross, ridge)
         if progress is not None:
             progress(1)
     return order

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from pipeline.pruning.compensation import _dense_outputs, normal_equations
+from pipeline.pruning.compensation import _dense_outputs, _kept_outputs, diagonal_mean, normal_equations, solve_into
 from pipeline.pruning.masks import zero_units
 from pipeline.pruning.residual import Joins
 from pipeline.pruning.surgery import UnitGroup, execution_order
@@ -34,7 +34,7 @@ class Fit:
 
     def __init__(self, gram: torch.Tensor, cross: torch.Tensor, blocks: dict[int, list[int]], ridge: float):
         self.gram, self.cross, self.blocks = gram, cross, blocks
-        self.ridge = ridge * float(gram.diagonal().mean())
+        self.ridge = ridge * float(diagonal_mean(gram))
 
     def error(self, removed: set[int]) -> float:
         """The re-fit's error (up to a constant) with `removed` units' columns gone."""
@@ -145,15 +145,21 @@ def select(
     update=lambda n=1: None,
 ) -> tuple[dict[str, list[int]], dict[str, dict]]:
     """({group: units to remove}, {group: errors of both choices}); `working` (a copy of `dense`) ends with
-    the chosen units switched off and their consumers re-fitted. `fallback(group)`: the scorer's choice."""
+    the chosen units switched off and the layers up to the last group's consumers re-fitted.
+    `fallback(group)`: the scorer's choice."""
     dense.eval(), working.eval()
-    order = {name: i for i, name in enumerate(execution_order(dense, example))}
+    layers = execution_order(dense, example)
+    order = {name: i for i, name in enumerate(layers)}
     pending = [g for g in groups if g.name in scores and kept.get(g.name, g.size) < g.size]
-    pending.sort(key=lambda g: min(order.get(c.module, len(order)) for c in g.consumers) if g.consumers else len(order))
+    first = {g.name: min((order.get(c.module, len(order)) for c in g.consumers), default=len(order)) for g in pending}
+    pending.sort(key=lambda g: first[g.name])
+    walk = _refitted_layers(working, layers[min(first.values(), default=len(layers)) :])
     removal, errors = {}, {}
-    cached = _dense_targets(dense, [g for g in pending if refittable(working, g)], batches)
+    cached = _dense_targets(dense, sorted({c.module for g in pending for c in g.consumers} | set(walk)), batches)
     joins = Joins(dense, working)
     for group in pending:
+        while walk and order[walk[0]] < first[group.name]:  # the layers before, re-fitted as lstsq will
+            _refit_layer(dense, working, walk.pop(0), groups, removal, batches, ridge, cached, joins)
         own = fallback(group)
         if refittable(working, group):
             fits = fits_of(dense, working, group, batches, ridge, cached, joins)
@@ -169,6 +175,22 @@ def select(
     return removal, errors
 
 
+def _refitted_layers(model: nn.Module, layers: list[str]) -> list[str]:
+    """The layers the lstsq re-fit solves (grouped and depthwise convs pass their channels through)."""
+    return [n for n in layers if not (isinstance(model.get_submodule(n), nn.Conv2d) and model.get_submodule(n).groups != 1)]
+
+
+def _refit_layer(dense, working, name: str, groups, removal: dict, batches, ridge: float, cached, joins) -> None:
+    """Layer `name` of `working` re-fitted to the dense outputs from its inputs in `working`; the output
+    channels of units already removed stay off."""
+    layer = working.get_submodule(name)
+    size = layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
+    outputs = _kept_outputs(groups, removal, name, size)
+    targets = None if cached is None else [rows[:, outputs] for rows in cached[name]]
+    gram, cross = normal_equations(dense, working, name, list(batches), targets, outputs, joins)
+    solve_into(layer, gram, cross, ridge, outputs)
+
+
 def fits_of(
     dense: nn.Module, working: nn.Module, group: UnitGroup, batches, ridge: float, cached=None, joins: Joins | None = None
 ) -> list[Fit]:
@@ -178,9 +200,8 @@ def fits_of(
     return [_fit(dense, working, consumer, batches, ridge, cached, joins) for consumer in group.consumers]
 
 
-def _dense_targets(dense: nn.Module, groups: list[UnitGroup], batches) -> dict | None:
-    """Every consumer's dense output rows from one pass (None when they would not fit in memory)."""
-    names = sorted({c.module for g in groups for c in g.consumers})
+def _dense_targets(dense: nn.Module, names: list[str], batches) -> dict | None:
+    """The layers' dense output rows from one pass (None when they would not fit in memory)."""
     if not names:
         return None
     width = {}

@@ -115,6 +115,7 @@ def choose(ctx: StageContext, model, groups: list[UnitGroup], scores: dict, esti
         latency=_latency_budget(ctx, model, groups, scores, round_to) if cfg.budget == "latency" else None,
     )  # fmt: skip
     if cfg.allocate == "sensitivity":
+        request.round_to = _sensitivity_block(request)
         request.sensitivity = _sensitivity(ctx, model, groups, scores, request)
     allocation = ALLOCATORS.load(cfg.budget)(request)
     if own and cfg.budget not in BOUNDED_BY_OWN:
@@ -154,6 +155,15 @@ def _uses_own_counts(ctx: StageContext) -> bool:
     if ctx.cfg.budget in ("own", "own-scaled"):
         return True
     return ctx.cfg.budget in BOUNDED_BY_OWN and ctx.cfg.ranking == "auto" and ctx.input("score", "budget").is_file()
+
+
+def _sensitivity_block(request: Request) -> int:
+    from pipeline.allocators.sensitivity import block_for
+
+    step = block_for(request)
+    if step != request.round_to:
+        info(f"prune: channel rounding {request.round_to} cannot reach {request.macs_reduction}x MACs; rounded to {step} instead")
+    return step
 
 
 def _sensitivity(ctx: StageContext, model, groups, scores, request: Request) -> dict:

@@ -61,3 +61,24 @@ def test_a_macs_target_is_met_on_a_real_model_at_the_least_sensitivity_there_is(
     assert error(allocation.kept) == pytest.approx(min(error(p) for p in fitting))
     with pytest.raises(ConfigError, match="out of reach"):
         ALLOCATORS.load("sensitivity")(Request(**{**vars(request), "macs_reduction": 50.0}))
+
+
+def test_a_default_block_too_coarse_for_the_macs_target_is_halved_before_measuring():
+    from pipeline.allocators.sensitivity import block_for
+
+    model = tiny_resnet().eval()
+    example = torch.randn(1, 3, 32, 32)
+    groups = analyse(model, example).groups
+    estimator = MacsEstimator(model, example, groups)
+    scores = {g.name: torch.rand(g.size) for g in groups}
+
+    def fewest(step):  # the fewest MACs with every group at its narrowest on the block
+        request = Request(groups, scores, estimator, step, True, 0.9)
+        return estimator.estimate({g.name: width_options(g, request)[0] for g in groups})
+
+    assert fewest(8) < fewest(16)  # the tiny model's 16- and 24-channel groups can go narrower on 8
+    target = estimator.dense / (0.5 * (fewest(8) + fewest(16)))
+    request = Request(groups, scores, estimator, 16, True, 0.9, macs_reduction=target)
+    assert block_for(request) == 8
+    assert block_for(Request(**{**vars(request), "round_to_is_default": False})) == 16
+    assert block_for(Request(**{**vars(request), "macs_reduction": 1.1})) == 16

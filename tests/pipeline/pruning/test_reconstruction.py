@@ -97,3 +97,37 @@ def test_vit_neurons_and_heads_the_others_rebuild_are_removed_and_the_refit_rest
     apply_removal(pruned, example[:1], groups, removal)
     refit_least_squares(model, pruned, groups, removal, [(b, None) for b in batches], example[:1], ridge=1e-9)
     torch.testing.assert_close(pruned(example), model(example), atol=1e-4, rtol=1e-4)
+
+
+def _conv_chain():
+    layers = []
+    for inputs, outputs in ((3, 16), (16, 16), (16, 16), (16, 16)):
+        layers += [nn.Conv2d(inputs, outputs, 3, padding=1, bias=False), nn.BatchNorm2d(outputs), nn.ReLU()]
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
+
+
+def test_each_group_is_chosen_on_the_inputs_the_lstsq_refit_will_give_it():
+    from pipeline.models.clone import clone_model
+    from pipeline.pruning.surgery import execution_order
+
+    torch.manual_seed(0)
+    model = _conv_chain()
+    example = torch.randn(32, 3, 16, 16)
+    groups = analyse(model, example[:1]).groups
+    scores = {g.name: torch.rand(g.size) for g in groups}
+    kept = {g.name: g.size // 2 for g in groups}
+    batches = [example[:16], example[16:]]
+    working = clone_model(model)
+    removal, _ = reconstruction.select(
+        model, working, groups, scores, kept, batches, example[:1], 1e-3, lambda g: list(range(g.size - kept[g.name]))
+    )
+    pruned = clone_model(model)
+    apply_removal(pruned, example[:1], groups, removal)
+    refit_least_squares(model, pruned, groups, removal, [(b, None) for b in batches], example[:1], ridge=1e-3)
+    apply_removal(working, example[:1], groups, removal)
+    # the layers re-fitted on the way, before the last group's consumer, equal the re-fit of the pruned model
+    layers = execution_order(model, example[:1])
+    consumers = sorted(layers.index(c.module) for g in groups for c in g.consumers if removal.get(g.name))
+    assert len(consumers) >= 3
+    for name in layers[consumers[0] : consumers[-1]]:
+        torch.testing.assert_close(working.get_submodule(name).weight, pruned.get_submodule(name).weight, atol=1e-5, rtol=1e-4)
