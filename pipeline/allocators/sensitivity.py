@@ -34,6 +34,20 @@ def allocate(request: Request) -> Allocation:
     return Allocation(kept, None, request.round_to, [note], {"sensitivity": sensitivity_details(request.sensitivity, kept)})
 
 
+def bounds_for(request: Request) -> dict[str, int] | None:
+    """The criterion's own counts as upper bounds of the widths (CoSeP, C-SWAP), or None where they
+    alone already cut more than the budget asks: bounded there, the allocation could only overshoot
+    the target, and the curves choose alone instead."""
+    if not request.own:
+        return request.own
+    if request.macs_reduction is not None:
+        cost, goal = MacsCost(request.estimator), request.macs_reduction
+    else:
+        cost, goal = UnitsCost(request.groups), 1.0 / (1.0 - request.ratio)
+    widest = {g.name: width_options(g, request)[-1] for g in request.groups if g.name in request.scores}
+    return request.own if cost.dense / max(cost.predict(widest), 1.0) <= goal else None
+
+
 def block_for(request: Request) -> int:
     """The channel block to measure and allocate on: the requested one, or, where it is only the target's
     default, halved until the fewest-MACs widths reach --macs-reduction (as the MACs search relaxes it).

@@ -115,7 +115,7 @@ def choose(ctx: StageContext, model, groups: list[UnitGroup], scores: dict, esti
         latency=_latency_budget(ctx, model, groups, scores, round_to) if cfg.budget == "latency" else None,
     )  # fmt: skip
     if cfg.allocate == "sensitivity":
-        request.round_to = _sensitivity_block(request)
+        request.round_to, request.own = _sensitivity_block(request), _sensitivity_bounds(request)
         request.sensitivity = _sensitivity(ctx, model, groups, scores, request)
     allocation = ALLOCATORS.load(cfg.budget)(request)
     if own and cfg.budget not in BOUNDED_BY_OWN:
@@ -164,6 +164,17 @@ def _sensitivity_block(request: Request) -> int:
     if step != request.round_to:
         info(f"prune: channel rounding {request.round_to} cannot reach {request.macs_reduction}x MACs; rounded to {step} instead")
     return step
+
+
+def _sensitivity_bounds(request: Request) -> dict | None:
+    from pipeline.allocators.sensitivity import bounds_for
+
+    bounds = bounds_for(request)
+    if request.own and bounds is None:
+        info(
+            "prune: the criterion's own counts alone cut more than the budget asks; the sensitivity curves choose the widths alone"
+        )
+    return bounds
 
 
 def _sensitivity(ctx: StageContext, model, groups, scores, request: Request) -> dict:

@@ -82,3 +82,15 @@ def test_a_default_block_too_coarse_for_the_macs_target_is_halved_before_measuri
     assert block_for(request) == 8
     assert block_for(Request(**{**vars(request), "round_to_is_default": False})) == 16
     assert block_for(Request(**{**vars(request), "macs_reduction": 1.1})) == 16
+
+
+def test_a_criterions_own_counts_bound_the_widths_unless_they_alone_cut_beyond_the_budget():
+    from pipeline.allocators.sensitivity import bounds_for
+
+    shallow, deep = {"a": 24, "b": 32, "c": 16}, {"a": 8, "b": 8, "c": 8}  # 72 and 24 of 80 units kept
+    request = _request(0.5)  # 40 units kept
+    assert bounds_for(Request(**{**vars(request), "own": shallow})) == shallow
+    assert bounds_for(Request(**{**vars(request), "own": deep})) is None
+    assert bounds_for(request) is None
+    bounded = ALLOCATORS.load("sensitivity")(Request(**{**vars(request), "own": shallow}))
+    assert all(bounded.kept[name] <= shallow[name] for name in shallow) and sum(bounded.kept.values()) <= 40
