@@ -159,11 +159,13 @@ def refit_order(pruned: nn.Module, groups: list[UnitGroup], removal: dict[str, l
     consumers = {c.module for g in groups if removal.get(g.name) for c in g.consumers if not c.depthwise}
     order = execution_order(pruned, example)
     first = next((i for i, name in enumerate(order) if name in consumers), len(order))
-    return [
-        name
-        for name in order[first:]
-        if not (isinstance(pruned.get_submodule(name), nn.Conv2d) and pruned.get_submodule(name).groups != 1)
-    ]
+    return refittable_layers(pruned, order[first:])
+
+
+def refittable_layers(model: nn.Module, names: list[str]) -> list[str]:
+    """The layers among `names` a re-fit solves: not grouped or depthwise convs, which pass their
+    channels through."""
+    return [n for n in names if not (isinstance(model.get_submodule(n), nn.Conv2d) and model.get_submodule(n).groups != 1)]
 
 
 def sampled_rows(count: int, batch_index: int, device) -> torch.Tensor | slice:

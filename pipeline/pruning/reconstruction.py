@@ -2,8 +2,8 @@
 (pipeline.pruning.compensation, lstsq) misses least, instead of the lowest-scored ones.
 
 Groups are taken in forward order on a working copy where the groups already chosen are switched off
-(pipeline.pruning.masks) and their consumers re-fitted, so each group is chosen on the inputs the pruned
-earlier layers really give. For one group, each consumer's normal equations on calibration data (Gram
+(pipeline.pruning.masks) and every layer before the group's consumers is re-fitted as the lstsq re-fit
+will re-fit it, so each group is chosen on the inputs the pruned model will really give it. For one group, each consumer's normal equations on calibration data (Gram
 G = X^T X of its input rows, cross term X^T Y with the dense model's output Y) give the re-fit's error
 for any kept set; units are removed greedily, one at a time, the one whose removal raises the summed
 error least (optimal-brain-surgeon block updates of the inverse Gram and of the re-fitted weights, in
@@ -21,7 +21,14 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from pipeline.pruning.compensation import _dense_outputs, _kept_outputs, diagonal_mean, normal_equations, solve_into
+from pipeline.pruning.compensation import (
+    _dense_outputs,
+    _kept_outputs,
+    diagonal_mean,
+    normal_equations,
+    refittable_layers,
+    solve_into,
+)
 from pipeline.pruning.masks import zero_units
 from pipeline.pruning.residual import Joins
 from pipeline.pruning.surgery import UnitGroup, execution_order
@@ -153,7 +160,7 @@ def select(
     pending = [g for g in groups if g.name in scores and kept.get(g.name, g.size) < g.size]
     first = {g.name: min((order.get(c.module, len(order)) for c in g.consumers), default=len(order)) for g in pending}
     pending.sort(key=lambda g: first[g.name])
-    walk = _refitted_layers(working, layers[min(first.values(), default=len(layers)) :])
+    walk = refittable_layers(working, layers[min(first.values(), default=len(layers)) :])
     removal, errors = {}, {}
     cached = _dense_targets(dense, sorted({c.module for g in pending for c in g.consumers} | set(walk)), batches)
     joins = Joins(dense, working)
@@ -173,11 +180,6 @@ def select(
         zero_units(working, group, removal[group.name])
         update()
     return removal, errors
-
-
-def _refitted_layers(model: nn.Module, layers: list[str]) -> list[str]:
-    """The layers the lstsq re-fit solves (grouped and depthwise convs pass their channels through)."""
-    return [n for n in layers if not (isinstance(model.get_submodule(n), nn.Conv2d) and model.get_submodule(n).groups != 1)]
 
 
 def _refit_layer(dense, working, name: str, groups, removal: dict, batches, ridge: float, cached, joins) -> None:
