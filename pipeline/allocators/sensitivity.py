@@ -19,10 +19,7 @@ TIE_BONUS = 1e-6
 def allocate(request: Request) -> Allocation:
     widths = {g.name: width_options(g, request) for g in request.groups if g.name in request.scores}
     values = sensitivity_values(request.sensitivity, widths)
-    if request.macs_reduction is not None:
-        cost, goal, unit = MacsCost(request.estimator), request.macs_reduction, "MACs"
-    else:
-        cost, goal, unit = UnitsCost(request.groups), 1.0 / (1.0 - request.ratio), "units"
+    cost, goal, unit = _budget(request)
     kept = plan(cost, widths, values, cost.dense / goal, fastest(cost, widths))
     reached = cost.dense / max(cost.predict(kept), 1.0)
     if request.macs_reduction is not None and reached < goal * (1.0 - TOLERANCE):
@@ -34,16 +31,20 @@ def allocate(request: Request) -> Allocation:
     return Allocation(kept, None, request.round_to, [note], {"sensitivity": sensitivity_details(request.sensitivity, kept)})
 
 
+def _budget(request: Request) -> tuple[MacsCost | UnitsCost, float, str]:
+    """The cost the budget counts, the reduction it asks for, and the unit it is named in."""
+    if request.macs_reduction is not None:
+        return MacsCost(request.estimator), request.macs_reduction, "MACs"
+    return UnitsCost(request.groups), 1.0 / (1.0 - request.ratio), "units"
+
+
 def bounds_for(request: Request) -> dict[str, int] | None:
     """The criterion's own counts as upper bounds of the widths (CoSeP, C-SWAP), or None where they
     alone already cut more than the budget asks: bounded there, the allocation could only overshoot
     the target, and the curves choose alone instead."""
     if not request.own:
         return request.own
-    if request.macs_reduction is not None:
-        cost, goal = MacsCost(request.estimator), request.macs_reduction
-    else:
-        cost, goal = UnitsCost(request.groups), 1.0 / (1.0 - request.ratio)
+    cost, goal, _ = _budget(request)
     widest = {g.name: width_options(g, request)[-1] for g in request.groups if g.name in request.scores}
     return request.own if cost.dense / max(cost.predict(widest), 1.0) <= goal else None
 

@@ -26,12 +26,16 @@ from pipeline.pruning.surgery import UnitGroup, execution_order
 METHODS = ("none", "mean", "lstsq")
 
 
+def output_count(layer: nn.Module) -> int:
+    """A conv's output channels or a linear layer's output features."""
+    return layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
+
+
 def add_bias(module: nn.Module) -> bool:
     """Give a conv or linear layer a zero bias; returns whether one was added."""
     if module.bias is not None:
         return False
-    out = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
-    module.bias = nn.Parameter(torch.zeros(out, dtype=module.weight.dtype, device=module.weight.device))
+    module.bias = nn.Parameter(torch.zeros(output_count(module), dtype=module.weight.dtype, device=module.weight.device))
     return True
 
 
@@ -252,9 +256,7 @@ def refit_least_squares(
     dense.eval(), pruned.eval()
     kept = {}
     for name in order:
-        reference = dense.get_submodule(name)
-        size = reference.out_channels if isinstance(reference, nn.Conv2d) else reference.out_features
-        kept[name] = _kept_outputs(groups, removal, name, size)
+        kept[name] = _kept_outputs(groups, removal, name, output_count(dense.get_submodule(name)))
     cached = _dense_outputs(dense, order, batches, kept)
     joins = Joins(dense, pruned)
     for name in order:

@@ -26,6 +26,7 @@ from pipeline.pruning.compensation import (
     _kept_outputs,
     diagonal_mean,
     normal_equations,
+    output_count,
     refittable_layers,
     solve_into,
 )
@@ -186,8 +187,7 @@ def _refit_layer(dense, working, name: str, groups, removal: dict, batches, ridg
     """Layer `name` of `working` re-fitted to the dense outputs from its inputs in `working`; the output
     channels of units already removed stay off."""
     layer = working.get_submodule(name)
-    size = layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
-    outputs = _kept_outputs(groups, removal, name, size)
+    outputs = _kept_outputs(groups, removal, name, output_count(layer))
     targets = None if cached is None else [rows[:, outputs] for rows in cached[name]]
     gram, cross = normal_equations(dense, working, name, list(batches), targets, outputs, joins)
     solve_into(layer, gram, cross, ridge, outputs)
@@ -206,10 +206,7 @@ def _dense_targets(dense: nn.Module, names: list[str], batches) -> dict | None:
     """The layers' dense output rows from one pass (None when they would not fit in memory)."""
     if not names:
         return None
-    width = {}
-    for name in names:
-        layer = dense.get_submodule(name)
-        width[name] = list(range(layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features))
+    width = {name: list(range(output_count(dense.get_submodule(name)))) for name in names}
     return _dense_outputs(dense, names, [(b, None) for b in batches], width)
 
 
