@@ -43,9 +43,9 @@ OPTIONS = {"reconstruction": {"select": "reconstruction"}, "sensitivity": {"allo
            "both": {"select": "reconstruction", "allocate": "sensitivity"}}  # fmt: skip
 REFITTED = ("lstsq", "reconstruction", "sensitivity", "both")
 # cells of an older re-fit (2: consumers only; 3: every later layer, then also residual joins; 4: the
-# selection re-fits every layer before each group's consumers, as the re-fit will) are kept aside,
-# shown in parentheses until measured again
-REFIT_VERSION = {"lstsq": 3, "sensitivity": 3, "reconstruction": 4, "both": 4}
+# selection re-fits every layer before each group's consumers, as the re-fit will; 5: layers that feed
+# a ReLU fitted to what passes it) are kept aside, shown in parentheses until measured again
+REFIT_VERSION = {"lstsq": 5, "sensitivity": 5, "reconstruction": 5, "both": 5}
 # C-SWAP intervenes per compensation: one scoring (minutes) per run directory, so no mean-shift column
 ONLY = {"cswap": ("none", *REFITTED), "cswap@uniform": ("none",)}
 CACHE = ROOT / "bench" / "results" / "criteria.json"

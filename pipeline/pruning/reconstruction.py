@@ -25,10 +25,11 @@ from pipeline.pruning.compensation import (
     _dense_outputs,
     _kept_outputs,
     diagonal_mean,
+    fit_layer,
     normal_equations,
     output_count,
     refittable_layers,
-    solve_into,
+    write_into,
 )
 from pipeline.pruning.masks import zero_units
 from pipeline.pruning.residual import Joins
@@ -189,8 +190,7 @@ def _refit_layer(dense, working, name: str, groups, removal: dict, batches, ridg
     layer = working.get_submodule(name)
     outputs = _kept_outputs(groups, removal, name, output_count(layer))
     targets = None if cached is None else [rows[:, outputs] for rows in cached[name]]
-    gram, cross = normal_equations(dense, working, name, list(batches), targets, outputs, joins)
-    solve_into(layer, gram, cross, ridge, outputs)
+    write_into(layer, fit_layer(dense, working, name, list(batches), ridge, targets, outputs, joins), outputs)
 
 
 def fits_of(

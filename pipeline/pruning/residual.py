@@ -8,6 +8,10 @@ it, so the error no longer travels down the residual stream (He et al. 2017, mul
 On CIFAR ResNet-56 at 2x fewer MACs, the all-layer re-fit goes from 0.777 to 0.789 one-shot. Used by
 the lstsq re-fit and by --select reconstruction (the consumers' fits it chooses units for).
 
+The trace also tells which layers' outputs go into a ReLU (through such affine layers, maybe a join):
+where the dense ReLU input is negative, the re-fit only has to stay below the ReLU's threshold
+(Joins.threshold; compensation.fit_layer).
+
 The joins are found on a torch.fx trace of the model; a model that does not trace has none, and its
 layers are re-fitted to their own dense outputs."""
 
@@ -23,6 +27,7 @@ import torch.nn as nn
 PASS_THROUGH = (nn.Identity, nn.Dropout)
 CACHE_BYTES = 1 << 30  # dense residuals kept (sampled rows) between the layers of one re-fit
 ADDITIONS = (operator.add, operator.iadd, torch.add, "add", "add_")
+RELUS = (torch.relu, torch.nn.functional.relu, "relu", "relu_")
 
 
 class _Stop(Exception):
@@ -64,6 +69,17 @@ def _affine_chain(traced: fx.GraphModule, node: fx.Node) -> tuple[list[str], fx.
     return scales, current
 
 
+def _is_relu(traced: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return isinstance(traced.get_submodule(node.target), nn.ReLU)
+    return node.op in ("call_function", "call_method") and node.target in RELUS
+
+
+def _gated(traced: fx.GraphModule, end: fx.Node) -> bool:
+    """Whether `end` (the chain's last node, or the join's addition) goes into a ReLU and nowhere else."""
+    return len(end.users) == 1 and _is_relu(traced, next(iter(end.users)))
+
+
 def _join_of(traced: fx.GraphModule, node: fx.Node, scales: list[str], end: fx.Node) -> Join | None:
     """The addition of two tensors the chain ends in, if it does."""
     if len(end.users) != 1 or not _is_addition(user := next(iter(end.users))):
@@ -83,6 +99,7 @@ class Joins:
         self._traced, self._dense_traced = _trace(model), _trace(dense)
         self.of: dict[str, Join] = {}
         self.norms: dict[str, tuple[str, ...]] = {}  # the BatchNorm layers right after each layer
+        self.gated: set[str] = set()  # layers whose chain (or join) ends in a ReLU
         self._checked: bool | None = None
         self._cache: dict[tuple, dict[str, torch.Tensor]] = {}
         self._cached_bytes = 0
@@ -95,24 +112,36 @@ class Joins:
                 join = _join_of(self._traced, node, norms, end)
                 if join is not None:
                     self.of[node.target] = join
+                    end = next(iter(end.users))
+                if _gated(self._traced, end):
+                    self.gated.add(node.target)
 
     def covers(self, layer: str, batch: torch.Tensor) -> bool:
-        """Whether `layer` feeds a join; on the first call, the traces are checked to compute what the
-        models do (a trace can bake in a constant the forward computes), and dropped where they do not."""
+        """Whether `layer` feeds a join."""
+        self._check(batch)
+        return layer in self.of
+
+    def gates(self, layer: str, batch: torch.Tensor) -> bool:
+        """Whether `layer`'s output goes (through affine layers, maybe a join) into a ReLU."""
+        self._check(batch)
+        return layer in self.gated
+
+    def _check(self, batch: torch.Tensor) -> None:
+        """On the first call, the traces are checked to compute what the models do (a trace can bake in
+        a constant the forward computes), and dropped where they do not."""
         if self._checked is None:
             self._checked = all(
                 _same_outputs(t, m, batch[:2]) for t, m in ((self._traced, self.model), (self._dense_traced, self.dense))
             )
             if not self._checked:
-                self.of = {}
-        return layer in self.of
+                self.of, self.gated = {}, set()
 
     def capture(
         self, layer: str, batch: torch.Tensor, index: int, outputs: list[int] | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(the layer's input in the model, the correction to add to its dense output on the sampled rows
-        of batch `index` (compensation.sampled_rows), None where the shapes do not line up); `outputs`:
-        the dense channels the model's layer keeps."""
+        of batch `index` (compensation.sampled_rows), the model's residual on those rows; both None where
+        the shapes do not line up); `outputs`: the dense channels the model's layer keeps."""
         from pipeline.pruning.compensation import _output_rows, sampled_rows
 
         join = self.of[layer]
@@ -120,15 +149,18 @@ class Joins:
         mine = _output_rows(values[join.residual])
         mine = mine[sampled_rows(mine.shape[0], index, mine.device)]
         theirs = self._dense_rows(batch, index)[layer]
+        scale = self.affine(layer)[0]
         if outputs is not None:
             theirs = theirs[:, outputs]
-        scale = self.scale(layer)
-        if mine.shape != theirs.shape or scale is None or scale.shape[0] != mine.shape[1]:
-            return values[join.input], None
+            if mine.shape[1] == self._dense_rows(batch, index)[layer].shape[1] != len(outputs):
+                # a masked copy: its removed channels are still there, off
+                mine, scale = mine[:, outputs], scale[outputs]
+        if mine.shape != theirs.shape or not self.norms.get(layer) or scale.shape[0] != mine.shape[1]:
+            return values[join.input], None, None
         scale = scale.to(mine.dtype)
         safe = scale.abs() > 1e-8
         correction = torch.where(safe, (theirs - mine) / torch.where(safe, scale, torch.ones_like(scale)), 0)
-        return values[join.input], correction
+        return values[join.input], correction, mine
 
     def _dense_rows(self, batch: torch.Tensor, index: int) -> dict[str, torch.Tensor]:
         """Every join's dense residual on the sampled rows of batch `index`, from one pass of the dense
@@ -148,18 +180,31 @@ class Joins:
             self._cache[key], self._cached_bytes = rows, self._cached_bytes + size
         return rows
 
-    def scale(self, layer: str) -> torch.Tensor | None:
-        """The per-channel factor the BatchNorm layers right after `layer` multiply its output by (in
-        the model as it is now), None where no BatchNorm follows."""
-        if not self.norms.get(layer):
-            return None
-        scale = None
-        for name in self.norms[layer]:
+    def affine(self, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, B): the BatchNorm layers right after `layer` (in the model as it is now) map its output z
+        to A z + B per channel; A = 1, B = 0 where none follows."""
+        scale, offset = torch.ones(1), torch.zeros(1)
+        for name in self.norms.get(layer, ()):
             norm = self.model.get_submodule(name)
             factor = torch.rsqrt(norm.running_var + norm.eps)
             factor = factor if norm.weight is None else factor * norm.weight
-            scale = factor if scale is None else scale * factor
-        return scale.detach()
+            shift = -norm.running_mean * factor + (0 if norm.bias is None else norm.bias)
+            scale, offset = scale.to(factor) * factor, offset.to(factor) * factor + shift
+        return scale.detach(), offset.detach()
+
+    def threshold(self, layer: str, rows: int, outputs: list[int] | None, residual: torch.Tensor | None):
+        """For a layer whose chain ends in a ReLU: (theta, sign) per row and channel, such that the
+        ReLU's input is above zero where sign * (z - theta) > 0; None for other layers. `residual`: the
+        model's residual rows where the layer feeds a join."""
+        if layer not in self.gated or (layer in self.of and residual is None):
+            return None
+        scale, offset = self.affine(layer)
+        if outputs is not None and 1 < scale.shape[0] != len(outputs):
+            scale, offset = scale[outputs], offset[outputs]
+        shift = offset.expand(rows, -1) if residual is None else offset + residual
+        safe = scale.abs() > 1e-8
+        theta = torch.where(safe, -shift / torch.where(safe, scale, torch.ones_like(scale)), 0)
+        return theta, torch.sign(scale).expand_as(theta) * safe
 
 
 class _Recorder(fx.Interpreter):

@@ -95,5 +95,39 @@ def test_least_squares_refit_of_a_conv_consumer_beats_plain_removal():
     plain, _ = _compensated(model, example, batches, "2", [0, 3, 5], "none")
     x = torch.cat([b[0] for b in batches])  # the data fitted on: least squares cannot do worse there
     with torch.no_grad():
-        reference = model[:5](x)  # the consumer's output, what the re-fit reproduces
-        assert (refit[:5](x) - reference).pow(2).mean() < 0.8 * (plain[:5](x) - reference).pow(2).mean()
+        reference = model(x)  # every layer from the consumer on is re-fitted, the classifier included
+        assert (refit(x) - reference).pow(2).mean() < 0.2 * (plain(x) - reference).pow(2).mean()
+
+
+def _relu_pair_net():
+    """Units 2k and 2k+1 of layer "2" are relu(u_k) and relu(-u_k); the consumer "4" computes their
+    difference u_k, and its ReLU lets relu(u_k) through: without the odd units no linear fit rebuilds
+    u_k, but unit 2k alone rebuilds what passes the ReLU."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(2, 2), nn.Identity(), nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 2), nn.ReLU(), nn.Linear(2, 3)
+    ).eval()
+    with torch.no_grad():
+        model[2].weight.copy_(torch.tensor([[1.0, 0], [-1.0, 0], [0, 1.0], [0, -1.0]]))
+        model[4].weight.copy_(torch.tensor([[1.0, -1.0, 0, 0], [0, 0, 1.0, -1.0]]))
+        model[2].bias.zero_(), model[4].bias.zero_()
+    return model
+
+
+def _relu_output_error(steps, monkeypatch):
+    monkeypatch.setattr(compensation, "GATE_STEPS", steps)
+    model = _relu_pair_net()
+    batches = [(torch.randn(256, 2), torch.zeros(256, dtype=torch.long)) for _ in range(2)]
+    pruned, _ = _compensated(model, torch.randn(1, 2), batches, "2", [1, 3], "lstsq", ridge=1e-10)
+    x = torch.cat([b[0] for b in batches])
+    with torch.no_grad():
+        return float((pruned[:6](x) - model[:6](x)).abs().max())
+
+
+def test_the_relu_aware_refit_converges_to_what_passes_the_relu_and_the_plain_fit_does_not(monkeypatch):
+    assert _relu_output_error(600, monkeypatch) < 1e-3
+    assert _relu_output_error(0, monkeypatch) > 0.3
+
+
+def test_the_default_relu_aware_steps_lower_the_error_after_the_relu(monkeypatch):
+    assert _relu_output_error(compensation.GATE_STEPS, monkeypatch) < 0.75 * _relu_output_error(0, monkeypatch)

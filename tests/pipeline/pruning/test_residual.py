@@ -115,3 +115,26 @@ def test_a_trace_that_no_longer_computes_the_model_is_not_used():
     assert not joins.covers("b", torch.randn(2, 3, 5, 5)) and joins.of == {}
     fresh = Joins(model, model)
     assert fresh.covers("head", torch.randn(2, 3, 5, 5)) is False and "b" not in fresh.of  # a multiply is no join
+
+
+def test_cifar_resnet_convs_are_gated_by_their_relu_and_the_classifier_is_not():
+    model = cifar_resnet(20).eval()
+    joins = Joins(model, copy.deepcopy(model))
+    assert joins.gates("layer1.0.conv1", torch.randn(2, 3, 32, 32))
+    blocks = [f"layer{s}.{b}" for s in (1, 2, 3) for b in range(3)]
+    assert joins.gated == {"conv1"} | {f"{b}.conv{i}" for b in blocks for i in (1, 2)}
+
+
+def test_the_gate_threshold_splits_rows_where_the_relu_passes_from_where_it_does_not():
+    dense, damaged = _block_and_copy_with_a_mixed_stem()
+    with torch.no_grad():
+        dense.bn.weight[0] = -1.0  # a negative scale flips the side the ReLU passes
+    joins = Joins(dense, dense)
+    x = torch.randn(4, 3, 5, 5)
+    with torch.no_grad():
+        stem = dense.a(x)
+        z, passes = dense.b(stem), (dense.bn(dense.b(stem)) + stem) > 0
+    rows = lambda t: t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])  # noqa: E731
+    theta, sign = joins.threshold("b", rows(z).shape[0], None, rows(stem))
+    assert torch.equal(sign * (rows(z) - theta) > 0, rows(passes))
+    assert joins.threshold("head", 1, None, None) is None
