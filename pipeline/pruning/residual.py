@@ -149,10 +149,10 @@ class Joins:
         mine = _output_rows(values[join.residual])
         mine = mine[sampled_rows(mine.shape[0], index, mine.device)]
         theirs = self._dense_rows(batch, index)[layer]
-        scale = self.affine(layer)[0]
+        scale, width = self.affine(layer)[0], theirs.shape[1]
         if outputs is not None:
             theirs = theirs[:, outputs]
-            if mine.shape[1] == self._dense_rows(batch, index)[layer].shape[1] != len(outputs):
+            if mine.shape[1] == width != len(outputs):
                 # a masked copy: its removed channels are still there, off
                 mine, scale = mine[:, outputs], scale[outputs]
         if mine.shape != theirs.shape or not self.norms.get(layer) or scale.shape[0] != mine.shape[1]:
