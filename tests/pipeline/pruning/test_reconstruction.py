@@ -1,5 +1,6 @@
 """Reconstruction selection with known answers: duplicated units, closed-form updates, masking."""
 
+import pytest
 import torch
 import torch.nn as nn
 
@@ -106,12 +107,26 @@ def _conv_chain():
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
 
 
-def test_each_group_is_chosen_on_the_inputs_the_lstsq_refit_will_give_it():
+def _resnet_with_trained_norms():
+    """Residual joins whose residual channels are pruned too: a layer feeding one is walked on a masked copy."""
+    from tests.tiny_models import tiny_resnet
+
+    model = tiny_resnet().eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5), module.running_var.uniform_(0.5, 2), module.weight.uniform_(0.5, 2)
+    return model
+
+
+@pytest.mark.parametrize("build", [_conv_chain, _resnet_with_trained_norms], ids=["chain", "residual"])
+def test_each_group_is_chosen_on_the_inputs_the_lstsq_refit_will_give_it(build):
     from pipeline.models.clone import clone_model
+    from pipeline.pruning.residual import Joins
     from pipeline.pruning.surgery import execution_order
 
     torch.manual_seed(0)
-    model = _conv_chain()
+    model = build()
     example = torch.randn(32, 3, 16, 16)
     groups = analyse(model, example[:1]).groups
     scores = {g.name: torch.rand(g.size) for g in groups}
@@ -129,5 +144,9 @@ def test_each_group_is_chosen_on_the_inputs_the_lstsq_refit_will_give_it():
     layers = execution_order(model, example[:1])
     consumers = sorted(layers.index(c.module) for g in groups for c in g.consumers if removal.get(g.name))
     assert len(consumers) >= 3
-    for name in layers[consumers[0] : consumers[-1]]:
+    walked = layers[consumers[0] : consumers[-1]]
+    if build is _resnet_with_trained_norms:  # a layer feeding a join whose residual channels are partly removed
+        joined = [name for name in walked if name in Joins(model, working).of]
+        assert joined and any(g.size > kept[g.name] for g in groups for p in g.params if p.module in joined and p.dim == 0)
+    for name in walked:
         torch.testing.assert_close(working.get_submodule(name).weight, pruned.get_submodule(name).weight, atol=1e-5, rtol=1e-4)

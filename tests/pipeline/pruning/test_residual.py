@@ -71,6 +71,15 @@ def test_cifar_resnet_joins_are_the_second_conv_of_every_block():
     assert all(joins.of[f"{b}.conv2"].scales == (f"{b}.bn2",) for b in blocks)
 
 
+def test_a_join_whose_other_branch_runs_later_is_left_to_that_branch():
+    from tests.tiny_models import tiny_resnet
+
+    model = tiny_resnet().eval()  # the projection shortcut b_short runs before the block's convs b1, b2
+    joins = Joins(model, copy.deepcopy(model))
+    assert set(joins.of) == {"a2", "b2"} and joins.of["b2"].scales == ("b2_bn",)
+    assert "b_short.0" not in joins.gated and "b2" in joins.gated
+
+
 class _Untraceable(nn.Module):
     def __init__(self):
         super().__init__()
