@@ -161,12 +161,16 @@ def _dense_outputs(dense: nn.Module, names: list[str], batches: list, kept: dict
 
 
 def refit_order(pruned: nn.Module, groups: list[UnitGroup], removal: dict[str, list[int]], example: torch.Tensor) -> list[str]:
-    """The layers the re-fit solves, in forward order: every layer from the first consumer of a pruned
-    group on, except grouped and depthwise convs (their inputs are not shared across outputs)."""
-    consumers = {c.module for g in groups if removal.get(g.name) for c in g.consumers if not c.depthwise}
-    order = execution_order(pruned, example)
+    """The layers the re-fit solves, in forward order (refitted_from)."""
+    return refitted_from(pruned, [g for g in groups if removal.get(g.name)], execution_order(pruned, example))
+
+
+def refitted_from(model: nn.Module, pruned: list[UnitGroup], order: list[str]) -> list[str]:
+    """Every layer of `order` from the first consumer of a `pruned` group on, except grouped and
+    depthwise convs (their inputs are not shared across outputs)."""
+    consumers = {c.module for g in pruned for c in g.consumers if not c.depthwise}
     first = next((i for i, name in enumerate(order) if name in consumers), len(order))
-    return refittable_layers(pruned, order[first:])
+    return refittable_layers(model, order[first:])
 
 
 def refittable_layers(model: nn.Module, names: list[str]) -> list[str]:

@@ -3,7 +3,8 @@
 
 Groups are taken in forward order on a working copy where the groups already chosen are switched off
 (pipeline.pruning.masks) and every layer before the group's consumers is re-fitted as the lstsq re-fit
-will re-fit it, so each group is chosen on the inputs the pruned model will really give it. For one group, each consumer's normal equations on calibration data (Gram
+will re-fit it, so each group is chosen on the inputs the pruned model will really give it; the walk
+goes on to the last layer, so the working copy ends re-fitted and the re-fit need not run again. For one group, each consumer's normal equations on calibration data (Gram
 G = X^T X of its input rows, cross term X^T Y with the dense model's output Y) give the re-fit's error
 for any kept set; units are removed greedily, one at a time, the one whose removal raises the summed
 error least (optimal-brain-surgeon block updates of the inverse Gram and of the re-fitted weights, in
@@ -28,7 +29,7 @@ from pipeline.pruning.compensation import (
     fit_layer,
     normal_equations,
     output_count,
-    refittable_layers,
+    refitted_from,
     write_into,
 )
 from pipeline.pruning.masks import zero_units
@@ -154,15 +155,15 @@ def select(
     update=lambda n=1: None,
 ) -> tuple[dict[str, list[int]], dict[str, dict]]:
     """({group: units to remove}, {group: errors of both choices}); `working` (a copy of `dense`) ends with
-    the chosen units switched off and the layers up to the last group's consumers re-fitted.
-    `fallback(group)`: the scorer's choice."""
+    the chosen units switched off and every layer re-fitted as the lstsq re-fit re-fits the pruned model
+    (the walk is that re-fit). `fallback(group)`: the scorer's choice."""
     dense.eval(), working.eval()
     layers = execution_order(dense, example)
     order = {name: i for i, name in enumerate(layers)}
     pending = [g for g in groups if g.name in scores and kept.get(g.name, g.size) < g.size]
     first = {g.name: min((order.get(c.module, len(order)) for c in g.consumers), default=len(order)) for g in pending}
     pending.sort(key=lambda g: first[g.name])
-    walk = refittable_layers(working, layers[min(first.values(), default=len(layers)) :])
+    walk = refitted_from(working, pending, layers)
     removal, errors = {}, {}
     cached = _dense_targets(dense, sorted({c.module for g in pending for c in g.consumers} | set(walk)), batches)
     joins = Joins(dense, working)
@@ -181,6 +182,8 @@ def select(
             removal[group.name] = own
         zero_units(working, group, removal[group.name])
         update()
+    for name in walk:  # the layers after the last group's first consumer
+        _refit_layer(dense, working, name, groups, removal, batches, ridge, cached, joins)
     return removal, errors
 
 

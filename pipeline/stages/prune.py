@@ -58,6 +58,7 @@ class Choice:
     own: dict | None  # the criterion's own per-group counts (budget.json), where they apply
     notes: list[str] = field(default_factory=list)
     details: dict = field(default_factory=dict)  # the allocator's measurements (latency rounds)
+    refitted: torch.nn.Module | None = None  # reconstruction's working copy: units off, every layer re-fitted
 
 
 def fingerprint_extras(cfg) -> dict:
@@ -124,29 +125,31 @@ def choose(ctx: StageContext, model, groups: list[UnitGroup], scores: dict, esti
         info(f"prune: {note}")
     kept = allocation.kept
     removal = {g.name: lowest(scores[g.name], kept[g.name]) for g in groups if g.name in scores}
+    choice = Choice(kept, removal, allocation.knob, ranking, allocation.round_to, own, allocation.notes, allocation.details)
     if cfg.select == "reconstruction":
-        removal = _reconstruction(ctx, model, groups, scores, kept, removal)
-    return Choice(kept, removal, allocation.knob, ranking, allocation.round_to, own, allocation.notes, allocation.details)
+        choice.removal, choice.refitted = _reconstruction(ctx, model, groups, scores, kept, removal)
+    return choice
 
 
-def _reconstruction(ctx: StageContext, model, groups, scores, kept: dict[str, int], by_scores: dict) -> dict:
-    """The units each group's consumers rebuild best (pipeline.pruning.reconstruction), in forward order."""
+def _reconstruction(ctx: StageContext, model, groups, scores, kept: dict[str, int], by_scores: dict):
+    """The units each group's consumers rebuild best (pipeline.pruning.reconstruction), in forward order,
+    and the working copy, re-fitted on the way."""
     from pipeline.pruning import reconstruction
 
     batches = [inputs for inputs, _ in calibration_batches(ctx.cfg, ctx.device)]
     todo = [g for g in groups if g.name in scores and kept[g.name] < g.size]
-    started = time.perf_counter()
+    started, working = time.perf_counter(), clone_model(model)
     with progress(len(todo), "reconstruction selection", "group") as bar:
         removal, errors = reconstruction.select(
-            model, clone_model(model), groups, scores, kept, batches, example_input(ctx.cfg, device=ctx.device),
+            model, working, groups, scores, kept, batches, example_input(ctx.cfg, device=ctx.device),
             ctx.cfg.lstsq_ridge, lambda g: by_scores[g.name], bar.update,
         )  # fmt: skip
     changed = sum(1 for name, e in errors.items() if e["reconstruction"] < e["scores"])
     info(
         f"prune: reconstruction chose other units than the scores in {changed} of {len(todo)} groups "
-        f"({time.perf_counter() - started:.0f} s)"
+        f"({time.perf_counter() - started:.0f} s, every layer re-fitted on the way)"
     )
-    return {**by_scores, **removal}
+    return {**by_scores, **removal}, working
 
 
 def _uses_own_counts(ctx: StageContext) -> bool:
@@ -211,13 +214,14 @@ def _latency_budget(ctx: StageContext, model, groups, scores, round_to: int):
 def _one_shot(ctx: StageContext, model, example, groups, choice: Choice, calibration) -> tuple[torch.nn.Module, list[str]]:
     """The pruned copy: compensation folded or re-fitted, units removed, BatchNorm re-estimated."""
     cfg, method = ctx.cfg, ctx.cfg.compensate
-    pruned = clone_model(model)
+    # reconstruction's working copy is re-fitted already, its units switched off: removing them is left
+    pruned = choice.refitted if choice.refitted is not None else clone_model(model)
     added_biases = []
     if method == "mean":
         stats = load_file(str(ctx.input("calibrate", "stats")))
         added_biases = compensation.fold_means(pruned, groups, choice.removal, stats)
     surgery.apply_removal(pruned, example, groups, choice.removal)
-    if method == "lstsq":
+    if method == "lstsq" and choice.refitted is None:
         layers = len(compensation.refit_order(pruned, groups, choice.removal, example))
         with progress(layers, "least-squares re-fit", "layer") as bar:
             compensation.refit_least_squares(

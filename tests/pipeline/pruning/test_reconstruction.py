@@ -140,13 +140,14 @@ def test_each_group_is_chosen_on_the_inputs_the_lstsq_refit_will_give_it(build):
     apply_removal(pruned, example[:1], groups, removal)
     refit_least_squares(model, pruned, groups, removal, [(b, None) for b in batches], example[:1], ridge=1e-3)
     apply_removal(working, example[:1], groups, removal)
-    # the layers re-fitted on the way, before the last group's consumer, equal the re-fit of the pruned model
+    # the layers re-fitted on the way, the last group's consumers and what follows them included, equal the
+    # re-fit of the pruned model: the selection's working copy is the re-fitted model
     layers = execution_order(model, example[:1])
     consumers = sorted(layers.index(c.module) for g in groups for c in g.consumers if removal.get(g.name))
     assert len(consumers) >= 3
-    walked = layers[consumers[0] : consumers[-1]]
     if build is _resnet_with_trained_norms:  # a layer feeding a join whose residual channels are partly removed
-        joined = [name for name in walked if name in Joins(model, working).of]
+        joined = [name for name in layers[consumers[0] :] if name in Joins(model, working).of]
         assert joined and any(g.size > kept[g.name] for g in groups for p in g.params if p.module in joined and p.dim == 0)
-    for name in walked:
+    for name in layers:
         torch.testing.assert_close(working.get_submodule(name).weight, pruned.get_submodule(name).weight, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(working(example), pruned(example), atol=1e-4, rtol=1e-4)
