@@ -1,6 +1,8 @@
 """Every scorer on the pretrained CIFAR-10 ResNets of ../shared at 2x and 3x fewer MACs, and CoSeP and
 C-SWAP also at the budget they choose themselves ("own"). One-shot accuracy (BatchNorm re-estimated)
-with no compensation, with mean-shift compensation and with the least-squares re-fit; after 1 epoch
+with no compensation, with mean-shift compensation and with the least-squares re-fit, alone, with
+reconstruction selection, sensitivity allocation or both (also at the MACs the plain re-fit reached, so
+that the two compare at equal MACs); after 1 epoch
 of distillation (the scorer's own compensation); the time calibration + scoring took. Also ViT-B/16
 (random weights) with VBP at 50% of the MLP neurons: MACs ratio and measured speedup on cpu and
 openvino.
@@ -8,7 +10,8 @@ openvino.
 Rows are cached in bench/results/criteria.json, so an interrupted run resumes where it stopped; the
 README table is rewritten after every row. The budgets of one scorer and compensation share a run
 directory, so they share its calibration and scores. Usage:
-  python bench/criteria.py [--models resnet56,resnet20] [--budgets own,2,3] [--scorers l1,vbp,...] [--no-distill] [--vit]"""
+  python bench/criteria.py [--models resnet56,resnet20] [--budgets own,2,3] [--scorers l1,vbp,...]
+                           [--variants none,mean,lstsq,reconstruction,sensitivity,both,matched] [--no-distill] [--vit]"""
 
 from __future__ import annotations
 
@@ -37,15 +40,18 @@ SCORERS = (
     "cswap@uniform",
 )
 OWN_BUDGET = ("cosep", "cswap")  # criteria that choose each layer's count
-VARIANTS = ("none", "mean", "lstsq", "reconstruction", "sensitivity", "both")
-# the last three re-fit too: --select reconstruction, --allocate sensitivity, and both at once
+VARIANTS = ("none", "mean", "lstsq", "reconstruction", "sensitivity", "both", "matched")
+# the last four re-fit too: --select reconstruction, --allocate sensitivity, both at once, and both at the
+# MACs the plain re-fit's uniform search reached ("matched", where the two differ by more than MATCH)
 OPTIONS = {"reconstruction": {"select": "reconstruction"}, "sensitivity": {"allocate": "sensitivity"},
-           "both": {"select": "reconstruction", "allocate": "sensitivity"}}  # fmt: skip
-REFITTED = ("lstsq", "reconstruction", "sensitivity", "both")
+           "both": {"select": "reconstruction", "allocate": "sensitivity"},
+           "matched": {"select": "reconstruction", "allocate": "sensitivity"}}  # fmt: skip
+REFITTED = ("lstsq", "reconstruction", "sensitivity", "both", "matched")
+MATCH = 0.01
 # cells of an older re-fit (2: consumers only; 3: every later layer, then also residual joins; 4: the
 # selection re-fits every layer before each group's consumers, as the re-fit will; 5: layers that feed
 # a ReLU fitted to what passes it) are kept aside, shown in parentheses until measured again
-REFIT_VERSION = {"lstsq": 5, "sensitivity": 5, "reconstruction": 5, "both": 5}
+REFIT_VERSION = {"lstsq": 5, "sensitivity": 5, "reconstruction": 5, "both": 5, "matched": 5}
 # C-SWAP intervenes per compensation: one scoring (minutes) per run directory, so no mean-shift column
 ONLY = {"cswap": ("none", *REFITTED), "cswap@uniform": ("none",)}
 CACHE = ROOT / "bench" / "results" / "criteria.json"
@@ -95,6 +101,15 @@ def one_shot(model: str, scorer: str, budget: float | None, compensate: str, dis
     return row
 
 
+def matched_budget(row: dict) -> float | None:
+    """The MACs reduction the plain re-fit's uniform search reached, where the sensitivity widths of
+    "both" reached another (it plans to the target, the uniform search stops at the closest ratio)."""
+    if "lstsq" not in row or "both" not in row:
+        return None
+    reached = row["lstsq"]["macs_ratio"]
+    return reached if abs(row["both"]["macs_ratio"] / reached - 1.0) > MATCH else None
+
+
 def vit_row() -> dict:
     from pipeline.core.artifacts import read_json
     from pipeline.core.config import build_config
@@ -126,7 +141,10 @@ def table(cache: dict) -> str:
         f"Pretrained CIFAR-10 ResNets of ../shared, CIFAR-10 JPEG test split (10,000 images), 1,024 class-stratified "
         f"calibration images, BatchNorm re-estimated after removal, kept widths rounded to 8. Columns: one-shot accuracy "
         f"with no compensation / mean-shift / least-squares re-fit / the re-fit with --select reconstruction, with --allocate "
-        f"sensitivity, with both; after 1 epoch of distillation (SGD lr 0.01, T 4, alpha 0.9) "
+        f"sensitivity, with both, and with both at the MACs reduction the plain re-fit's uniform search reached (where "
+        f"the sensitivity widths, planned to the target itself, reached one more than {MATCH:.0%} away: the same MACs "
+        f"compared; a MACs reduction in parentheses is the one that cell reached); after 1 epoch of distillation (SGD lr "
+        f"0.01, T 4, alpha 0.9) "
         f"with the scorer's own compensation; seconds of calibration + scoring. MACs 'own': the per-layer counts CoSeP "
         f"or C-SWAP chose; ranking 'own, scaled': those counts scaled by one factor to the target; 'name@uniform': the "
         f"criterion's scores spread uniformly instead. Measured on {machine()}. '-' = not measured: mean-shift beyond "
@@ -140,8 +158,8 @@ def table(cache: dict) -> str:
         f"stage with both options (sensitivity curves, selection, re-fit, evaluation).",
         "",
         "| model | MACs | scorer | ranking | one-shot | + mean-shift | + lstsq re-fit | re-fit + reconstruction "
-        "| re-fit + sensitivity | re-fit + both | 1 epoch KD | calib+score s | prune s (both) |",
-        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| re-fit + sensitivity | re-fit + both | both at the re-fit's MACs | 1 epoch KD | calib+score s | prune s (both) |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def order(key):
@@ -160,7 +178,8 @@ def table(cache: dict) -> str:
 
         def cell(v, r=r, older=older):
             if v in r:
-                return f"{r[v]['accuracy']:.4f}"
+                reached = f" ({r[v]['macs_ratio']:.2f}x)" if v in ("both", "matched", "sensitivity") and "lstsq" in r else ""
+                return f"{r[v]['accuracy']:.4f}{reached}"
             return f"({older[v]['accuracy']:.4f})" if v in older else "-"
 
         distilled = next((r[v]["distilled"] for v in VARIANTS if v in r and "distilled" in r[v]), None)
@@ -171,7 +190,7 @@ def table(cache: dict) -> str:
         lines.append(
             f"| {model} | {'own' if budget == 'own' else f'{float(budget):g}x'} ({reached:.2f}) | {scorer} | {ranking} | "
             f"{cell('none')} | {cell('mean')} | {cell('lstsq')} | {cell('reconstruction')} | {cell('sensitivity')} | "
-            f"{cell('both')} | {f'{distilled:.4f}' if distilled else '-'} | "
+            f"{cell('both')} | {cell('matched')} | {f'{distilled:.4f}' if distilled else '-'} | "
             f"{f'{seconds:.0f}' if seconds and budget in ('own', '2') else ''} | "
             f"{prune_seconds} |"
         )
@@ -225,9 +244,14 @@ def main() -> None:
                     distill = 0 if args.no_distill or variant != own else 1
                     if variant in row and (not distill or "distilled" in row[variant]):
                         continue
+                    goal = None if budget == "own" else float(budget)
+                    if variant == "matched":
+                        goal = matched_budget(row)
+                        if goal is None:
+                            continue
                     started = time.time()
                     try:
-                        row[variant] = one_shot(model, scorer, None if budget == "own" else float(budget), variant, distill)
+                        row[variant] = one_shot(model, scorer, goal, variant, distill)
                     except ConfigError as error:  # a budget this criterion's counts cannot reach on the block
                         print(f"{key} {variant}: not measured: {error}", flush=True)
                         continue
