@@ -212,9 +212,12 @@ def _batch_systems(dense, model, name: str, inputs: list, cached, outputs, joins
     layer, reference = model.get_submodule(name), dense.get_submodule(name)
     for index, batch in enumerate(inputs):
         correction = residual = None
+        x = None
         if joins is not None and joins.covers(name, batch):
             x, correction, residual = joins.capture(name, batch, index, outputs)
-        else:
+        elif joins is not None and joins.model is model:
+            x = joins.layer_input(name, batch, index)
+        if x is None:
             x = _captured(model, layer, "input", batch)
         rows = _as_rows(layer, x)
         pick = sampled_rows(rows.shape[0], index, rows.device)

@@ -20,14 +20,16 @@ def zero_units(model: torch.nn.Module, group: UnitGroup, units: list[int]) -> li
         if parameter is None or not positions:
             continue
         index = torch.tensor(positions, device=parameter.device)
-        saved.append((parameter, piece.dim, index, parameter.data.index_select(piece.dim, index)))
-        parameter.data.index_fill_(piece.dim, index, 0.0)
+        saved.append((parameter, piece.dim, index, parameter.detach().index_select(piece.dim, index)))
+        with torch.no_grad():  # written in place on the parameter itself: its version counts the change
+            parameter.index_fill_(piece.dim, index, 0.0)
     return saved
 
 
+@torch.no_grad()
 def restore(saved: list) -> None:
     for parameter, dim, index, values in reversed(saved):
-        parameter.data.index_copy_(dim, index, values)
+        parameter.index_copy_(dim, index, values)
 
 
 @contextmanager

@@ -26,6 +26,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from pipeline.pruning.forward import Resumable
+
 PASS_THROUGH = (nn.Identity, nn.Dropout)
 CACHE_BYTES = 1 << 30  # dense residuals kept (sampled rows) between the layers of one re-fit
 ADDITIONS = (operator.add, operator.iadd, torch.add, "add", "add_")
@@ -127,6 +129,7 @@ class Joins:
         self._checked: bool | None = None
         self._cache: dict[tuple, dict[str, torch.Tensor]] = {}
         self._cached_bytes = 0
+        self._forward = Resumable(self._traced) if self._traced is not None else None
         if self._traced is None or self._dense_traced is None:
             return
         position = {node: i for i, node in enumerate(self._traced.graph.nodes)}
@@ -161,6 +164,15 @@ class Joins:
             if not self._checked:
                 self.of, self.gated = {}, set()
 
+    def layer_input(self, layer: str, batch: torch.Tensor, index: int) -> torch.Tensor | None:
+        """`layer`'s input in the model on batch `index`, the pass resumed from the last layer reached
+        (pipeline.pruning.forward); None where the traces are not used."""
+        self._check(batch)
+        node = self._forward.layer_node.get(layer) if self._forward is not None and self._checked else None
+        if node is None or not node.args or not isinstance(node.args[0], fx.Node):
+            return None
+        return self._forward.values(batch, index, {node.args[0].name}, stop_at=layer)[node.args[0].name]
+
     def capture(
         self, layer: str, batch: torch.Tensor, index: int, outputs: list[int] | None
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -170,7 +182,7 @@ class Joins:
         from pipeline.pruning.compensation import _output_rows, sampled_rows
 
         join = self.of[layer]
-        values = _values(self._traced, batch, {join.input, join.residual})
+        values = self._forward.values(batch, index, {join.input, join.residual}, stop_at=layer)
         mine = _output_rows(values[join.residual])
         mine = mine[sampled_rows(mine.shape[0], index, mine.device)]
         theirs = self._dense_rows(batch, index)[layer]
