@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 
+from pipeline.core.device import rows_that_fit
+
 CACHE_BYTES = 2 << 30  # snapshots kept over all batches; past it a batch's pass starts from its input
 
 
@@ -72,7 +74,9 @@ class Resumable:
         old = self._snapshots.pop(index, None)
         if old is not None:
             self._bytes -= old[4]
-        if self._bytes + size <= CACHE_BYTES:
+        device = next((v.device for v in live.values() if torch.is_tensor(v)), torch.device("cpu"))
+        room = CACHE_BYTES - self._bytes
+        if size <= min(room, rows_that_fit(device, 1, room)):  # on CUDA also within the free device memory
             self._snapshots[index] = (key, position, live, self._stamp(position), size)
             self._bytes += size
 
