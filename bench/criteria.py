@@ -44,8 +44,8 @@ VARIANTS = ("none", "mean", "lstsq", "reconstruction", "sensitivity", "both", "m
 # the last four re-fit too: --select reconstruction, --allocate sensitivity, both at once, and both at the
 # MACs the plain re-fit's uniform search reached ("matched", where the two differ by more than MATCH)
 OPTIONS = {"reconstruction": {"select": "reconstruction"}, "sensitivity": {"allocate": "sensitivity"},
-           "both": {"select": "reconstruction", "allocate": "sensitivity"},
-           "matched": {"select": "reconstruction", "allocate": "sensitivity"}}  # fmt: skip
+           "both": {"select": "reconstruction", "allocate": "sensitivity"}}  # fmt: skip
+OPTIONS["matched"] = OPTIONS["both"]  # the same options, asked for another MACs reduction
 REFITTED = ("lstsq", "reconstruction", "sensitivity", "both", "matched")
 MATCH = 0.01
 # cells of an older re-fit (2: consumers only; 3: every later layer, then also residual joins; 4: the

@@ -10,6 +10,8 @@ overwrites in place are copied before a pass that starts from a snapshot, so a s
 
 from __future__ import annotations
 
+import operator
+
 import torch
 import torch.fx as fx
 
@@ -88,7 +90,7 @@ class Resumable:
                 module = self.traced.get_submodule(node.target)
                 tensors = [*module.parameters(recurse=True), *module.buffers(recurse=True)]
             elif node.op == "get_attr":
-                value = _attribute(self.traced, node.target)
+                value = operator.attrgetter(node.target)(self.traced)
                 tensors = [value] if torch.is_tensor(value) else []
             else:
                 continue
@@ -121,10 +123,3 @@ def _in_place(traced: fx.GraphModule, node: fx.Node) -> bool:
         name = getattr(node.target, "__name__", "")
         return name in INPLACE_FUNCTIONS or name.endswith("_") or bool(node.kwargs.get("inplace", False))
     return False
-
-
-def _attribute(module: torch.nn.Module, target: str):
-    value = module
-    for part in target.split("."):
-        value = getattr(value, part)
-    return value
