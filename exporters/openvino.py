@@ -5,6 +5,7 @@ otherwise silently run "fp32" models in bf16)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -92,15 +93,24 @@ def _input_shapes(compiled) -> dict[str, list[list[int]]]:
     return shapes
 
 
+@functools.cache
+def core():
+    """One OpenVINO Core per process. Each Core loads its own CPU plugin, which swaps the calling thread's
+    signal stack for one of its own and puts back the one it found when it is destroyed; plugins of
+    several Cores destroyed out of order leave the thread on a stack already unmapped, and the next
+    Python signal handler run there (the DataLoader's SIGCHLD, Ctrl-C) crashes the process."""
+    import openvino as ov
+
+    return ov.Core()
+
+
 def inference_precision(precision: str) -> str:
     """The CPU plugin's INFERENCE_PRECISION_HINT: f16 for an FP16 run where the CPU has FP16 arithmetic
     (AVX512-FP16 / AMX-FP16), else f32; an FP16 IR then only stores weights in FP16. Never the plugin's
     own default, which is bf16 on AMX/AVX512-BF16 CPUs even for "FP32" models."""
     if precision != "fp16":
         return "f32"
-    import openvino as ov
-
-    capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    capabilities = core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     return "f16" if "FP16" in capabilities else "f32"
 
 
@@ -108,10 +118,7 @@ class _OpenVinoSession:
     def __init__(
         self, xml: Path, input_shape: tuple[int, ...], threads: int, inference_precision: str, performance_counters: bool = False
     ):
-        import openvino as ov
-
-        core = ov.Core()
-        model = core.read_model(str(xml))
+        model = core().read_model(str(xml))
         model.reshape(list(input_shape))  # static shapes: what a deployment compiles for
         config = {
             "PERFORMANCE_HINT": "LATENCY",
@@ -120,7 +127,7 @@ class _OpenVinoSession:
             "INFERENCE_PRECISION_HINT": inference_precision,
             **({"PERF_COUNT": "YES"} if performance_counters else {}),
         }
-        self.compiled = core.compile_model(model, "CPU", config)
+        self.compiled = core().compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
