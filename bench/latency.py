@@ -1,17 +1,18 @@
 """Benchmark: latency-driven against MACs-driven plans, and Torch-Pruning's own L1 pruner, measured on
-the CPU targets in one process per case.
+the CPU targets in one process per row.
 
-For each case (model, batch, target) and each speedup goal: the latency-driven plan (the `latency`
+For each case (model), batch, target and speedup goal: the latency-driven plan (the `latency`
 allocator: per-layer tables, knapsack, measured rounds; widths valued by measured sensitivity where the
-case has data, as --allocate sensitivity); the MACs-driven plan (one uniform ratio,
-searched by measuring until its speedup matches the latency plan's); the peer (Torch-Pruning's
-MagnitudePruner, L1, round_to the same block, exported with a plain torch.onnx.export) at the latency
-plan's MACs. All plans are then timed again interleaved with the dense model in one run; one-shot
-accuracy (BatchNorm re-estimated) where the case has data. Each finished row is saved at once: a run
-stopped part-way resumes at the next row. Writes bench/results/latency.json and the README table.
+case has data, as --allocate sensitivity); the MACs-driven plan (one uniform ratio, searched by
+measuring until its speedup matches the latency plan's); the peer (Torch-Pruning's MagnitudePruner, L1,
+round_to the same block, exported with a plain torch.onnx.export) twice: at the latency plan's MACs, and
+at its measured speedup (the peer's ratio searched by measuring). All plans of a row are then timed again
+interleaved with the dense model in one run; one-shot accuracy (BatchNorm re-estimated) where the case
+has data. Each finished row is saved at once: a run stopped part-way resumes at the next row. Writes
+bench/results/latency.json and the README table.
 
 Usage: python bench/latency.py [--cases resnet56-cifar,mobilenet_v2,resnet50] [--targets cpu,openvino]
-                               [--speedups 1.5,2,3] [--seconds 2]"""
+                               [--batches 1,8] [--speedups 1.5,2,3] [--seconds 2]"""
 
 from __future__ import annotations
 
@@ -24,16 +25,18 @@ from pathlib import Path
 from common import ROOT, SHARED, cifar10_root, machine, write_results
 
 RESULTS = ROOT / "bench" / "results" / "latency.json"
-CASES = {
+CASES = {  # batches: None takes --batches
     "resnet56-cifar": {"model": "cifar:resnet56", "weights": str(SHARED / "models" / "resnet56-cifar10.th"),
-                       "data": "cifar", "input_shape": (64, 3, 32, 32), "peer": False},  # option-A shortcuts: no peer
-    "mobilenet_v2": {"model": "torchvision:mobilenet_v2", "input_shape": (1, 3, 224, 224), "peer": True},
-    "resnet50": {"model": "torchvision:resnet50", "input_shape": (8, 3, 224, 224), "peer": True},
+                       "data": "cifar", "image": (3, 32, 32), "batches": (64,), "targets": ("cpu",),
+                       "peer": False},  # option-A shortcuts: Torch-Pruning cannot trace them
+    "mobilenet_v2": {"model": "torchvision:mobilenet_v2", "image": (3, 224, 224), "batches": None, "targets": None,
+                     "peer": True},
+    "resnet50": {"model": "torchvision:resnet50", "image": (3, 224, 224), "batches": None, "targets": None, "peer": True},
 }  # fmt: skip
 SEARCH_PROBES = 6
 
 
-def setup(name: str, target: str, seconds: float):
+def setup(name: str, target: str, batch: int, seconds: float):
     """The case's resolved config, dense model, groups and L1 scores."""
     from pipeline.core.config import build_config
     from pipeline.preflight import resolve
@@ -43,11 +46,11 @@ def setup(name: str, target: str, seconds: float):
 
     case = CASES[name]
     data = str(cifar10_root()) if case.get("data") == "cifar" else None
-    cfg = resolve(build_config(model=case["model"], weights=case.get("weights"), data=data, input_shape=case["input_shape"],
+    cfg = resolve(build_config(model=case["model"], weights=case.get("weights"), data=data, input_shape=(batch, *case["image"]),
                                targets=(target,), calib_samples=1024 if data else 64, eval_samples=None,
                                profile_seconds=seconds, batch_size=64))  # fmt: skip
     model = dense_model(cfg).eval()
-    groups = analyse(model, example_input(cfg), ()).groups
+    groups = analyse(model, example_input(cfg), (), keep_stem=False).groups  # as a --speedup run has them
     scores = SCORERS.load("l1")().score(scoring_context(cfg, model, groups, {}, lambda: iter(())))
     return cfg, model, groups, scores
 
@@ -100,26 +103,77 @@ def macs_plan(budget, groups, round_to: int, goal: float) -> tuple[dict, float]:
     return best
 
 
-def peer_model(model, example, target_macs: float, round_to: int, classifier):
-    """Torch-Pruning's MagnitudePruner (L1, uniform), its ratio bisected to `target_macs`."""
-    import torch
-    import torch_pruning as tp
+class Peer:
+    """Torch-Pruning's MagnitudePruner (L1, one ratio for every layer, round_to the block; the classifier
+    kept whole), exported with a plain torch.onnx.export and compiled for the row's target."""
 
-    low, high, best = 0.0, 0.95, None
-    for _ in range(12):
-        ratio = (low + high) / 2
-        candidate = copy.deepcopy(model)
-        pruner = tp.pruner.MagnitudePruner(
-            candidate, example[:1], importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio,
-            round_to=round_to, ignored_layers=[candidate.get_submodule(classifier)],
-        )  # fmt: skip
-        with torch.no_grad():
-            pruner.step()
-        reached = macs_ratio_of(candidate, example[:1])
-        if best is None or abs(reached - target_macs) < abs(best[1] - target_macs):
-            best = (candidate, reached)
-        low, high = (low, ratio) if reached < target_macs else (ratio, high)
-    return best[0]
+    def __init__(self, model, example, round_to: int, budget, workdir: Path):
+        import torch
+
+        self.model, self.example, self.round_to, self.budget, self.workdir = model, example, round_to, budget, workdir
+        self.classifier = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+        self.pruned: dict[float, object] = {}
+
+    def at(self, ratio: float):
+        import torch
+        import torch_pruning as tp
+
+        if ratio not in self.pruned:
+            candidate = copy.deepcopy(self.model)
+            pruner = tp.pruner.MagnitudePruner(
+                candidate, self.example[:1], importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio,
+                round_to=self.round_to, ignored_layers=[candidate.get_submodule(self.classifier)],
+            )  # fmt: skip
+            with torch.no_grad():
+                pruner.step()
+            self.pruned[ratio] = candidate.eval()
+        return self.pruned[ratio]
+
+    def compile(self, ratio: float, name: str) -> Path:
+        folder = self.workdir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        plain_export(self.at(ratio), self.example, folder / "model.onnx")
+        (folder / self.budget.setting.target).mkdir(exist_ok=True)
+        self.budget.target.compile(folder / "model.onnx", folder / self.budget.setting.target, "fp32", (self.example.shape[0],))
+        return folder / self.budget.setting.target
+
+    def ratio_at_macs(self, macs_reduction: float) -> float:
+        """The ratio whose MACs reduction is closest to `macs_reduction` (bisected on counted MACs)."""
+        dense = macs_ratio_of(self.model, self.example[:1])
+        return self._bisect(lambda ratio: dense / macs_ratio_of(self.at(ratio), self.example[:1]), macs_reduction, 12)
+
+    def ratio_at_speedup(self, speedup: float) -> float:
+        """The ratio whose measured speedup is closest to `speedup` (bisected by measuring)."""
+
+        def measured(ratio: float) -> float:
+            times = self.budget.time({"dense": self.budget.dense_dir, "peer": self.compile(ratio, f"peer-{ratio:.4f}")})
+            return measure_ms(times["dense"]) / measure_ms(times["peer"])
+
+        return self._bisect(measured, speedup, SEARCH_PROBES)
+
+    @staticmethod
+    def _bisect(reached_at, goal: float, probes: int) -> float:
+        low, high, best = 0.0, 0.95, None
+        for _ in range(probes):
+            ratio = (low + high) / 2
+            reached = reached_at(ratio)
+            if best is None or abs(reached / goal - 1) < abs(best[1] / goal - 1):
+                best = (ratio, reached)
+            low, high = (ratio, high) if reached < goal else (low, ratio)
+        return best[0]
+
+
+def measure_ms(trials) -> float:
+    from profiles import measure
+
+    return measure.median_ms(trials)
+
+
+def conv_widths(network) -> dict[str, int]:
+    """Output channels of every conv layer: how a plan spread its cuts."""
+    import torch
+
+    return {name: m.out_channels for name, m in network.named_modules() if isinstance(m, torch.nn.Conv2d)}
 
 
 def plain_export(model, example, path: Path) -> None:
@@ -131,93 +185,87 @@ def plain_export(model, example, path: Path) -> None:
                           input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "batch"}})  # fmt: skip
 
 
-def run_row(name: str, target: str, goal: float, seconds: float, workdir: Path) -> dict:
-    import torch
-
+def run_row(name: str, target: str, batch: int, goal: float, seconds: float, workdir: Path) -> dict:
     from exporters.base import default_threads
     from pipeline.allocators import latency as latency_allocator
-    from pipeline.allocators.base import Request, lowest
+    from pipeline.allocators.base import Request
     from pipeline.latency.candidates import LatencyBudget, Setting
-    from pipeline.models.clone import clone_model
-    from pipeline.pruning import macs, surgery
+    from pipeline.pruning import macs
     from pipeline.stages.common import example_input
     from pipeline.stages.prune import channel_block
-    from profiles import measure
 
-    cfg, model, groups, scores = setup(name, target, seconds)
+    cfg, model, groups, scores = setup(name, target, batch, seconds)
     round_to = channel_block(cfg.targets, cfg.precision)
-    threads = default_threads()
     started = time.time()
-    setting = Setting(target, "fp32", tuple(cfg.input_shape), threads, seconds, 10, round_to, 0.9)
+    setting = Setting(target, "fp32", tuple(cfg.input_shape), default_threads(), seconds, 10, round_to, 0.9)
     budget = LatencyBudget(setting, model, groups, scores, workdir, speedup=goal)
     table_seconds = time.time() - started
-    estimator = macs.MacsEstimator(model, example_input(cfg), groups)
-    request = Request(groups, scores, estimator, round_to, False, 0.9, "uniform", latency=budget)
+    example = example_input(cfg)
+    request = Request(groups, scores, macs.MacsEstimator(model, example, groups), round_to, False, 0.9, "uniform",
+                      latency=budget)  # fmt: skip
     if cfg.data is not None:  # with data, widths valued by measured sensitivity (--allocate sensitivity)
         request.sensitivity = measured_sensitivity(cfg, model, groups, scores, request)
     allocation = latency_allocator.allocate(request)
-    chosen = next(r for r in allocation.details["rounds"] if r["chosen"])
-    kept_latency = allocation.kept
-    kept_macs, _ = macs_plan(budget, groups, round_to, chosen["measured_speedup"])
-    plans = {"latency": kept_latency, "macs": kept_macs}
-    example = example_input(cfg)
-    networks = {}
-    for plan_name, kept in plans.items():
-        network = clone_model(budget.network)
-        removal = {g.name: lowest(scores[g.name], kept[g.name]) for g in groups if g.name in kept}
-        surgery.apply_removal(network, example, groups, removal)
-        networks[plan_name] = network
-    compiled = {"dense": budget.dense_dir}
-    for plan_name, network in networks.items():
-        compiled[plan_name] = budget.compile(network, f"final-{plan_name}")
+    reached = next(r for r in allocation.details["rounds"] if r["chosen"])["measured_speedup"]
+    plans = {"latency": allocation.kept, "macs": macs_plan(budget, groups, round_to, reached)[0]}
+    networks = {plan: pruned_network(budget, groups, scores, kept, example) for plan, kept in plans.items()}
+    compiled = {"dense": budget.dense_dir} | {
+        plan: budget.compile(network, f"final-{plan}") for plan, network in networks.items()
+    }
     dense_macs = macs_ratio_of(model, example)
     if CASES[name]["peer"]:
-        ours = dense_macs / macs_ratio_of(networks["latency"], example)
-        classifier = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
-        peer = peer_model(model, example, dense_macs / ours, round_to, classifier)
-        networks["peer"] = peer
-        folder = workdir / "peer"
-        folder.mkdir(parents=True, exist_ok=True)
-        plain_export(peer, example, folder / "model.onnx")
-        (folder / target).mkdir(exist_ok=True)
-        budget.target.compile(folder / "model.onnx", folder / target, "fp32", (cfg.input_shape[0],))
-        compiled["peer"] = folder / target
+        peer = Peer(model, example, round_to, budget, workdir)
+        ratios = {"peer": peer.ratio_at_macs(dense_macs / macs_ratio_of(networks["latency"], example)),
+                  "peer_speed": peer.ratio_at_speedup(reached)}  # fmt: skip
+        for plan, ratio in ratios.items():
+            networks[plan] = peer.at(ratio)
+            compiled[plan] = peer.compile(ratio, f"final-{plan}")
     times = budget.time(compiled)
-    dense_ms = measure.median_ms(times["dense"])
-    row = {"case": name, "target": target, "batch": cfg.input_shape[0], "goal": goal, "table_seconds": table_seconds,
+    dense_ms = measure_ms(times["dense"])
+    row = {"case": name, "target": target, "batch": batch, "goal": goal, "table_seconds": table_seconds,
            "rounds": allocation.details["rounds"], "dense_ms": dense_ms}  # fmt: skip
-    for plan_name, network in networks.items():
-        kept = plans.get(plan_name)
-        row[plan_name] = {
+    for plan, network in networks.items():
+        kept = plans.get(plan)
+        row[plan] = {
             "macs_ratio": dense_macs / macs_ratio_of(network, example),
-            "ms": measure.median_ms(times[plan_name]),
-            "speedup": dense_ms / measure.median_ms(times[plan_name]),
+            "ms": measure_ms(times[plan]),
+            "speedup": dense_ms / measure_ms(times[plan]),
             "accuracy": one_shot_accuracy(cfg, model, groups, scores, kept) if kept is not None else None,
+            "widths": conv_widths(network),
         }
     return row
 
 
+def pruned_network(budget, groups, scores, kept: dict[str, int], example):
+    from pipeline.allocators.base import lowest
+    from pipeline.models.clone import clone_model
+    from pipeline.pruning import surgery
+
+    network = clone_model(budget.network)
+    removal = {g.name: lowest(scores[g.name], kept[g.name]) for g in groups if g.name in kept}
+    surgery.apply_removal(network, example, groups, removal)
+    return network
+
+
 def table(rows: list[dict], seconds: float) -> str:
-    def fmt(part: dict | None, key: str, spec: str) -> str:
-        return "-" if not part or part.get(key) is None else format(part[key], spec)
+    def cell(part: dict | None, accuracy: bool) -> str:
+        if not part:
+            return "-"
+        text = f"{part['macs_ratio']:.2f}x / {part['speedup']:.2f}x"
+        return text + (f" / {part['accuracy']:.4f}" if accuracy and part.get("accuracy") is not None else "")
 
     lines = [
         f"Measured on {machine()}; L1 scores, fp32, channels rounded to the CPU block; all plans of a row timed again "
-        f"interleaved with the dense model in one run ({seconds:g} s each). MACs-driven: one uniform ratio searched "
-        "by measurement to the latency plan's speedup; peer: Torch-Pruning's MagnitudePruner at the latency plan's MACs.",
+        f"interleaved with the dense model in one run ({seconds:g} s each). Each cell: MACs reduction / measured speedup "
+        "(/ one-shot accuracy). MACs plan: one uniform ratio searched by measurement to the latency plan's speedup; "
+        "peer: Torch-Pruning's MagnitudePruner (L1, uniform, same block) at the latency plan's MACs, and at its "
+        "measured speedup (ratio searched by measurement).",
         "",
-        "| case | target | batch | goal | latency plan: MACs / speedup / acc. | MACs plan: MACs / speedup / acc. | "
-        "peer: MACs / speedup | table s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| case | target | batch | goal | latency plan | MACs plan | peer, equal MACs | peer, equal speedup | table s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        cells = [
-            "-"
-            if not r.get(p)
-            else f"{fmt(r[p], 'macs_ratio', '.2f')}x / {fmt(r[p], 'speedup', '.2f')}x"
-            + (f" / {fmt(r[p], 'accuracy', '.4f')}" if p != "peer" else "")
-            for p in ("latency", "macs", "peer")
-        ]
+    for r in sorted(rows, key=lambda r: (r["case"], r["target"], r["batch"], r["goal"])):
+        cells = [cell(r.get(p), p in ("latency", "macs")) for p in ("latency", "macs", "peer", "peer_speed")]
         lines.append(
             f"| {r['case']} | {r['target']} | {r['batch']} | {r['goal']:g}x | {' | '.join(cells)} | {r['table_seconds']:.0f} |"
         )
@@ -228,23 +276,28 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--targets", default="cpu,openvino")
-    parser.add_argument("--speedups", default="1.5,2,3")
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--speedups", default="2,1.5,3")
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
     rows = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
-    done = {(r["case"], r["target"], r["goal"]) for r in rows}
-    for name in args.cases.split(","):
-        targets = ("cpu",) if name == "resnet56-cifar" else args.targets.split(",")
-        for target in targets:
-            for goal in map(float, args.speedups.split(",")):
-                if (name, target, goal) in done:
-                    continue
-                started = time.time()
-                row = run_row(name, target, goal, args.seconds, ROOT / "bench" / "runs" / "latency" / f"{name}-{target}-{goal:g}")
-                rows.append(row)
-                RESULTS.parent.mkdir(exist_ok=True)
-                RESULTS.write_text(json.dumps(rows, indent=2) + "\n")  # resumable: each row as it finishes
-                print(f"{name} {target} {goal:g}x: {time.time() - started:.0f} s", flush=True)
+    done = {(r["case"], r["target"], r["batch"], r["goal"]) for r in rows}
+    todo = [
+        (name, target, batch, goal)
+        for goal in map(float, args.speedups.split(","))  # every case at the first goal before the next goal
+        for name in args.cases.split(",")
+        for batch in CASES[name]["batches"] or tuple(map(int, args.batches.split(",")))
+        for target in CASES[name]["targets"] or tuple(args.targets.split(","))
+    ]
+    for name, target, batch, goal in todo:
+        if (name, target, batch, goal) in done:
+            continue
+        started = time.time()
+        workdir = ROOT / "bench" / "runs" / "latency" / f"{name}-{target}-b{batch}-{goal:g}"
+        rows.append(run_row(name, target, batch, goal, args.seconds, workdir))
+        RESULTS.parent.mkdir(exist_ok=True)
+        RESULTS.write_text(json.dumps(rows, indent=2) + "\n")  # resumable: each row as it finishes
+        print(f"{name} {target} batch {batch} {goal:g}x: {time.time() - started:.0f} s", flush=True)
     write_results("latency", None, table(rows, args.seconds))
 
 

@@ -337,7 +337,7 @@ def latency_table(out_file, **options):
     target = TARGETS.load(cfg.targets[0])()
     model = dense_model(cfg).eval()
     round_to = cfg.round_to or target.block(cfg.precision)
-    groups = analyse(model, example_input(cfg), cfg.keep_layers).groups
+    groups = analyse(model, example_input(cfg), cfg.keep_layers, keep_stem=False).groups  # as a latency budget's run has them
     layers = measurable_layers(model, example_input(cfg, batch=cfg.input_shape[0]), groups, round_to, cfg.max_unit_ratio)
     key = tables.TableKey(cfg.targets[0], target.runtime_version(), target.hardware(), cfg.precision, cfg.input_shape[0],
                           cfg.threads or default_threads())  # fmt: skip

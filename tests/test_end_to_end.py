@@ -522,7 +522,7 @@ def test_a_speedup_is_met_on_the_cpu_target_and_its_tables_are_reused(tmp_path):
     chosen = next(r for r in rounds if r["chosen"])
     # measured on the target by the allocator, a few rounds at most, the closest kept; six groups of 64
     # channels move in steps of about 4% of the latency, so on a shared machine 10% is what this model allows
-    assert len(rounds) <= 4 and chosen == min(rounds, key=lambda r: abs(r["measured_speedup"] / 1.5 - 1))
+    assert len(rounds) <= 6 and chosen == min(rounds, key=lambda r: abs(r["measured_speedup"] / 1.5 - 1))
     assert chosen["measured_speedup"] == pytest.approx(1.5, rel=0.10), rounds
     report = json.loads((tmp_path / "first" / "report.json").read_text())
     assert report["latency_budget"]["rounds"] == rounds
@@ -535,7 +535,8 @@ def test_a_speedup_is_met_on_the_cpu_target_and_its_tables_are_reused(tmp_path):
     written = CliRunner().invoke(main, ["latency-table", "--model", TINY_SPECS["wide"], "--target", "cpu", "--threads", "1",
                                         "--input-shape", "1,3,32,32", "--out", str(table)], catch_exceptions=False)  # fmt: skip
     assert written.exit_code == 0, written.output
-    assert "latency table: all 2 layer shapes from the cache" in written.output and table.is_file()
+    # the stem's conv is one of them: a latency budget may cut the stem
+    assert "latency table: all 3 layer shapes from the cache" in written.output and table.is_file()
     second = CliRunner().invoke(main, ["run", *args, "--latency-table", str(table), "--out", str(tmp_path / "second"),
                                        "--until", "prune"], catch_exceptions=False)  # fmt: skip
     assert second.exit_code == 0, second.output

@@ -19,7 +19,7 @@ from pipeline.allocators.knapsack import fastest, plan
 from pipeline.allocators.sensitivity import sensitivity_details, sensitivity_values
 
 TOLERANCE = 0.05
-ROUNDS = 4  # measured rounds at most
+ROUNDS = 6  # measured rounds at most
 MOST_SAVING = 0.98  # of the predicted latency: a table that predicts more (or a negative latency) is capped
 
 

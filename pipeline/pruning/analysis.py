@@ -2,6 +2,11 @@
 what is kept whole (stem, classifier, --keep-layers, whatever couples with those), each group
 confirmed by trial removal.
 
+The stem's outputs are a small share of the MACs, so a MACs budget gains little from them and cuts them
+blindly; a latency budget weighs each layer's measured time, and the stem's outputs are the widest
+activations of the network (on CPUs its layers take a larger share of the time than of the MACs), so
+under a latency budget they are a group like any other.
+
 Tracing cannot see what a model's code hard-codes: a channel count (the zero-padding shortcut of
 CIFAR ResNets), a head count or width in a reshape (many attention and metaformer blocks). Removal
 then either breaks the forward or silently mixes channels up. So two units of every group are
@@ -43,14 +48,14 @@ class Analysis:
     dropped: list[str] = field(default_factory=list)  # modules the inference forward never reaches
 
 
-def analyse(model: nn.Module, example: torch.Tensor, keep_patterns: tuple[str, ...] = ()) -> Analysis:
-    """All prunable unit groups of `model` (not modified), stem and classifier excluded."""
+def analyse(model: nn.Module, example: torch.Tensor, keep_patterns: tuple[str, ...] = (), keep_stem: bool = True) -> Analysis:
+    """All prunable unit groups of `model` (not modified), the classifier (and with `keep_stem` the stem) excluded."""
     calls = call_order(model, example)
     order = execution_order(model, example, calls)
     if not order:
         raise ModelError("the model has no Conv2d or Linear layer to prune")
     stem, classifier = order[0], order[-1]
-    kept_whole = {stem, classifier}
+    kept_whole = {stem, classifier} if keep_stem else {classifier}
     kept_whole |= {n for n, _ in model.named_modules() if any(fnmatch.fnmatch(n, p) for p in keep_patterns)}
     dropped, notes = _left_out(model, example, set(calls))
     if dropped:  # the graph and every check below see the model as it will be deployed

@@ -33,6 +33,17 @@ def test_tiny_resnet_groups_follow_residual_coupling():
     assert any("stem.0" in note for note in analysis.notes)
 
 
+def test_a_latency_budget_may_prune_the_stem_and_the_residual_stream_it_feeds():
+    model = _model("resnet")
+    analysis = analyse(model, EXAMPLE, keep_stem=False)
+    stream = next(g for g in analysis.groups if "stem.0" in g.producers)
+    assert set(stream.producers) == {"stem.0", "a2"}  # the stem and the block that adds into its stream
+    assert {"a1", "b1", "b2"} <= {g.name for g in analysis.groups}
+    assert not any("stem.0" in note for note in analysis.notes)
+    kept = analyse(model, EXAMPLE, ("stem.*",), keep_stem=False)  # --keep-layers still keeps it whole
+    assert not any("stem.0" in g.producers for g in kept.groups)
+
+
 def test_concat_consumer_channels_are_offset_per_branch():
     analysis = analyse(_model("concat"), EXAMPLE)
     by_name = {g.name: g for g in analysis.groups}
