@@ -77,7 +77,7 @@ def plan(cost, widths: dict[str, list[int]], values: dict, limit: float, cheapes
     `cost` predicts a whole plan (predict(kept)) and one group's options with the others held
     (group_costs(name, widths, kept): what each width adds to `kept`, the other groups held); a layer's cost depends on two groups' widths, so the costs are
     linearised around the current plan and the knapsack re-solved until the plan stops moving."""
-    best, best_value, budget = None, -float("inf"), limit
+    best, best_value, budget, closest = None, -float("inf"), limit, None
     for _ in range(3):  # the linearisation may overshoot: tighten the knapsack's budget by the excess
         current = {name: w[-1] for name, w in widths.items()}
         for _ in range(FIXED_POINT_STEPS):
@@ -87,13 +87,38 @@ def plan(cost, widths: dict[str, list[int]], values: dict, limit: float, cheapes
             predicted, value = cost.predict(chosen), sum(values[n][w] for n, w in chosen.items())
             if predicted <= limit and value > best_value:
                 best, best_value = chosen, value
+            if closest is None or predicted < closest[0]:
+                closest = (predicted, chosen)
             if chosen == current:
                 break
             current = chosen
         if best is not None:
             return fill(cost, widths, values, limit, best)
         budget -= predicted - limit
-    return cheapest
+    # where the linearised knapsack never got within the limit (groups coupled through many layers, as
+    # residual streams are), narrow its closest plan step by step instead of jumping to the cheapest
+    return fill(cost, widths, values, limit, trim(cost, widths, values, limit, closest[1]))
+
+
+def trim(cost, widths: dict[str, list[int]], values: dict, limit: float, kept: dict[str, int]) -> dict[str, int]:
+    """Narrow groups one step at a time until the plan is within `limit`, each time the step that gives up
+    the least value per predicted millisecond saved (the cheapest widths when none saves any more)."""
+    kept = dict(kept)
+    predicted = cost.predict(kept)
+    while predicted > limit:
+        steps = []
+        for name, options in widths.items():
+            narrower = [w for w in options if w < kept[name]]
+            if narrower:
+                saved = predicted - cost.predict({**kept, name: narrower[-1]})
+                if saved > 0:
+                    steps.append(((values[name][kept[name]] - values[name][narrower[-1]]) / saved, name, narrower[-1]))
+        if not steps:
+            return kept
+        _, name, width = min(steps)
+        kept[name] = width
+        predicted = cost.predict(kept)
+    return kept
 
 
 def fill(cost, widths: dict[str, list[int]], values: dict, limit: float, kept: dict[str, int]) -> dict[str, int]:

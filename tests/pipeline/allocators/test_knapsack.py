@@ -1,7 +1,7 @@
 import itertools
 import random
 
-from pipeline.allocators.knapsack import solve
+from pipeline.allocators.knapsack import solve, trim
 
 
 def _brute_force(options, budget):
@@ -56,3 +56,20 @@ def test_matches_exhaustive_search_on_random_tables():
         # never over the budget; within what rounding costs to whole bins of the optimum
         assert _cost(options, chosen) <= budget + 1e-9
         assert _value(options, chosen) >= expected_value - 1e-6 or _cost(options, expected) > budget - 4 * budget / 20000
+
+
+
+class _SummedWidths:
+    """A latency model where a plan costs the sum of its widths."""
+
+    def predict(self, kept):
+        return float(sum(kept.values()))
+
+
+def test_trimming_gives_up_the_least_value_per_millisecond_until_within_the_limit():
+    # where the linearised knapsack never gets within the limit, its closest plan is narrowed step by step
+    widths = {"a": [1, 2, 3], "b": [1, 2, 3]}
+    values = {"a": {1: 1.0, 2: 2.0, 3: 3.0}, "b": {1: 1.0, 2: 5.0, 3: 6.0}}
+    trimmed = trim(_SummedWidths(), widths, values, 4.0, {"a": 3, "b": 3})
+    assert trimmed == {"a": 1, "b": 3}  # b's first step costs as much as a's, its second four times more
+    assert trim(_SummedWidths(), widths, values, 1.0, {"a": 3, "b": 3}) == {"a": 1, "b": 1}  # out of reach: the narrowest
