@@ -58,7 +58,6 @@ def test_matches_exhaustive_search_on_random_tables():
         assert _value(options, chosen) >= expected_value - 1e-6 or _cost(options, expected) > budget - 4 * budget / 20000
 
 
-
 class _SummedWidths:
     """A latency model where a plan costs the sum of its widths."""
 
