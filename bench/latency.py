@@ -222,8 +222,8 @@ def run_row(name: str, target: str, batch: int, goal: float, seconds: float, wor
             compiled[plan] = peer.compile(ratio, f"final-{plan}")
     times = budget.time(compiled)
     dense_ms = measure_ms(times["dense"])
-    row = {"case": name, "target": target, "batch": batch, "goal": goal, "table_seconds": table_seconds,
-           "rounds": allocation.details["rounds"], "dense_ms": dense_ms}  # fmt: skip
+    row = {"case": name, "target": target, "batch": batch, "goal": goal, "machine": machine(),
+           "table_seconds": table_seconds, "rounds": allocation.details["rounds"], "dense_ms": dense_ms}  # fmt: skip
     for plan, network in networks.items():
         kept = plans.get(plan)
         row[plan] = {
@@ -255,19 +255,20 @@ def table(rows: list[dict], seconds: float) -> str:
         return text + (f" / {part['accuracy']:.4f}" if accuracy and part.get("accuracy") is not None else "")
 
     lines = [
-        f"Measured on {machine()}; L1 scores, fp32, channels rounded to the CPU block; all plans of a row timed again "
+        "L1 scores, fp32, channels rounded to the CPU block; all plans of a row timed again "
         f"interleaved with the dense model in one run ({seconds:g} s each). Each cell: MACs reduction / measured speedup "
         "(/ one-shot accuracy). MACs plan: one uniform ratio searched by measurement to the latency plan's speedup; "
-        "peer: Torch-Pruning's MagnitudePruner (L1, uniform, same block) at the latency plan's MACs, and at its "
+        "peer: Torch-Pruning's MagnitudePruner (L1, uniform, same block) at the ratio nearest the latency plan's MACs, and nearest its "
         "measured speedup (ratio searched by measurement).",
         "",
-        "| case | target | batch | goal | latency plan | MACs plan | peer, equal MACs | peer, equal speedup | table s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| case | target | batch | goal | latency plan | MACs plan | peer, nearest MACs | peer, nearest speedup | table s | machine |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["case"], r["target"], r["batch"], r["goal"])):
         cells = [cell(r.get(p), p in ("latency", "macs")) for p in ("latency", "macs", "peer", "peer_speed")]
         lines.append(
-            f"| {r['case']} | {r['target']} | {r['batch']} | {r['goal']:g}x | {' | '.join(cells)} | {r['table_seconds']:.0f} |"
+            f"| {r['case']} | {r['target']} | {r['batch']} | {r['goal']:g}x | {' | '.join(cells)} | {r['table_seconds']:.0f} | "
+            f"{r['machine'].split(', Python')[0]} |"
         )
     return "\n".join(lines)
 
