@@ -81,7 +81,7 @@ def one_shot_accuracy(cfg, model, groups, scores, kept) -> float | None:
     return accuracy(pruned, evaluation_batches(cfg))
 
 
-def macs_ratio_of(model, example) -> float:
+def macs_of(model, example) -> float:
     from pipeline.pruning import macs
 
     return macs.count(model, example)[0]
@@ -139,8 +139,8 @@ class Peer:
 
     def ratio_at_macs(self, macs_reduction: float) -> float:
         """The ratio whose MACs reduction is closest to `macs_reduction` (bisected on counted MACs)."""
-        dense = macs_ratio_of(self.model, self.example[:1])
-        return self._bisect(lambda ratio: dense / macs_ratio_of(self.at(ratio), self.example[:1]), macs_reduction, 12)
+        dense = macs_of(self.model, self.example[:1])
+        return self._bisect(lambda ratio: dense / macs_of(self.at(ratio), self.example[:1]), macs_reduction, 12)
 
     def ratio_at_speedup(self, speedup: float) -> float:
         """The ratio whose measured speedup is closest to `speedup` (bisected by measuring)."""
@@ -208,14 +208,14 @@ def run_row(name: str, target: str, batch: int, goal: float, seconds: float, wor
     allocation = latency_allocator.allocate(request)
     reached = next(r for r in allocation.details["rounds"] if r["chosen"])["measured_speedup"]
     plans = {"latency": allocation.kept, "macs": macs_plan(budget, groups, round_to, reached)[0]}
-    networks = {plan: pruned_network(budget, groups, scores, kept, example) for plan, kept in plans.items()}
+    networks = {plan: budget.pruned(kept) for plan, kept in plans.items()}
     compiled = {"dense": budget.dense_dir} | {
         plan: budget.compile(network, f"final-{plan}") for plan, network in networks.items()
     }
-    dense_macs = macs_ratio_of(model, example)
+    dense_macs = macs_of(model, example)
     if CASES[name]["peer"]:
         peer = Peer(model, example, round_to, budget, workdir)
-        ratios = {"peer": peer.ratio_at_macs(dense_macs / macs_ratio_of(networks["latency"], example)),
+        ratios = {"peer": peer.ratio_at_macs(dense_macs / macs_of(networks["latency"], example)),
                   "peer_speed": peer.ratio_at_speedup(reached)}  # fmt: skip
         for plan, ratio in ratios.items():
             networks[plan] = peer.at(ratio)
@@ -227,24 +227,13 @@ def run_row(name: str, target: str, batch: int, goal: float, seconds: float, wor
     for plan, network in networks.items():
         kept = plans.get(plan)
         row[plan] = {
-            "macs_ratio": dense_macs / macs_ratio_of(network, example),
+            "macs_ratio": dense_macs / macs_of(network, example),
             "ms": measure_ms(times[plan]),
             "speedup": dense_ms / measure_ms(times[plan]),
             "accuracy": one_shot_accuracy(cfg, model, groups, scores, kept) if kept is not None else None,
             "widths": conv_widths(network),
         }
     return row
-
-
-def pruned_network(budget, groups, scores, kept: dict[str, int], example):
-    from pipeline.allocators.base import lowest
-    from pipeline.models.clone import clone_model
-    from pipeline.pruning import surgery
-
-    network = clone_model(budget.network)
-    removal = {g.name: lowest(scores[g.name], kept[g.name]) for g in groups if g.name in kept}
-    surgery.apply_removal(network, example, groups, removal)
-    return network
 
 
 def table(rows: list[dict], seconds: float) -> str:

@@ -67,10 +67,17 @@ class LatencyBudget:
     def measure(self, kept: dict[str, int]) -> tuple[float, float]:
         """(dense ms, pruned ms) of these kept counts on the target, timed in one interleaved run."""
         self.measured += 1
+        return self._against_dense(self.compile(self.pruned(kept), f"candidate-{self.measured}"))
+
+    def pruned(self, kept: dict[str, int]) -> torch.nn.Module:
+        """A copy of the dense network with all but the `kept` best-scoring units of each group removed."""
         candidate = clone_model(self.network)
         removal = {g.name: lowest(self.scores[g.name], kept[g.name]) for g in self.groups if g.name in kept}
         surgery.apply_removal(candidate, self.example[:1], self.groups, removal)
-        pruned_dir = self.compile(candidate, f"candidate-{self.measured}")
+        return candidate
+
+    def _against_dense(self, pruned_dir: Path) -> tuple[float, float]:
+        """(dense ms, pruned ms) timed interleaved; once more when the dense model timed far slower than settled."""
         for _ in range(2):
             times = self.time({"dense": self.dense_dir, "pruned": pruned_dir})
             dense_ms, pruned_ms = measure.median_ms(times["dense"]), measure.median_ms(times["pruned"])

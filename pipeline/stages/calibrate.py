@@ -23,7 +23,12 @@ def fingerprint_extras(cfg) -> dict:
     from pipeline.data.sources import fingerprint
 
     return {"weights_sha256": sha256_file(Path(cfg.weights)) if cfg.weights else None, "data": fingerprint(cfg.data),
-            "needs": needs_of(cfg), "stem_pruned": cfg.budget == "latency"}  # fmt: skip
+            "needs": needs_of(cfg), "stem_kept": stem_kept(cfg)}  # fmt: skip
+
+
+def stem_kept(cfg) -> bool:
+    """A latency budget may cut the stem: it sees what the stem's width costs (pipeline.pruning.analysis)."""
+    return cfg.budget != "latency"
 
 
 def needs_of(cfg) -> tuple[str, ...]:
@@ -37,8 +42,7 @@ def needs_of(cfg) -> tuple[str, ...]:
 def run(ctx: StageContext) -> None:
     cfg = ctx.cfg
     model = dense_model(cfg).to(ctx.device)
-    # a latency budget may cut the stem: it sees what the stem's width costs (pipeline.pruning.analysis)
-    analysis = analyse(model, example_input(cfg, device=ctx.device), cfg.keep_layers, keep_stem=cfg.budget != "latency")
+    analysis = analyse(model, example_input(cfg, device=ctx.device), cfg.keep_layers, keep_stem=stem_kept(cfg))
     if not analysis.groups:
         raise ModelError(
             f"nothing in {cfg.model} can be pruned: "
