@@ -72,3 +72,29 @@ def test_a_brought_in_table_must_match_the_run_and_cover_the_model(tmp_path):
     path.write_text("{}")
     with pytest.raises(ConfigError, match="is not a latency table"):
         tables.for_run(None, KEY, layers, given=path)
+
+
+class _BusyOnce:
+    """The real CPU target, except that the machine is busy (every node 1000x slower) the first time one
+    compiled graph is profiled."""
+
+    def __init__(self, busy_graph: int):
+        self.target, self.busy_graph, self.profiled = TARGETS.load("cpu")(), str(busy_graph), set()
+
+    def __getattr__(self, name):
+        return getattr(self.target, name)
+
+    def layer_times(self, compiled_dir, *args):
+        nodes = self.target.layer_times(compiled_dir, *args)
+        if compiled_dir.name == self.busy_graph and compiled_dir.name not in self.profiled:
+            nodes = {name: {**node, "ms": node["ms"] * 1000} for name, node in nodes.items()}
+        self.profiled.add(compiled_dir.name)
+        return nodes
+
+
+def test_a_grid_point_measured_while_the_machine_was_busy_keeps_its_undisturbed_time():
+    layer = next(layer for layer in _layers().values() if not layer.shape.depthwise and len(layer.out_grid) > 1)
+    busy = _BusyOnce(busy_graph=0)  # the grid's first point, narrower than the full layer
+    entry = tables.measure_layer(busy, KEY, layer)
+    assert busy.profiled == {str(i) for i in range(len(entry["in"]) + len(entry["out"]) - 1)}  # every point, each pass
+    assert max(entry["ms_in"] + entry["ms_out"]) < 10 * entry["ms_full"]  # none kept the busy pass's 1000x
