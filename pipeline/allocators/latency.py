@@ -20,6 +20,7 @@ from pipeline.allocators.sensitivity import sensitivity_details, sensitivity_val
 
 TOLERANCE = 0.05
 ROUNDS = 6  # measured rounds at most
+BETWEEN_TRIES = 4  # asks tried for a plan between two measured ones
 MOST_SAVING = 0.98  # of the predicted latency: a table that predicts more (or a negative latency) is capped
 
 
@@ -32,10 +33,14 @@ def allocate(request: Request) -> Allocation:
     most_saving = min(1.0 - model.predict(quickest) / model.dense_ms, MOST_SAVING)
     tried = [(0.0, 0.0)]  # (predicted saving asked for, saving measured): the dense model saves nothing
     rounds, ask = [], min(1.0 - 1.0 / goal, most_saving)  # first round: the tables taken at their word
+
+    def plan_at(saving: float) -> dict[str, int]:
+        return plan(model, widths, values, model.dense_ms * (1.0 - saving), quickest)
+
     for number in range(1, ROUNDS + 1):
-        kept = plan(model, widths, values, model.dense_ms * (1.0 - ask), quickest)
-        if any(r["kept"] == kept for r in rounds):
-            break  # the widths' steps allow nothing between: measuring the same plan again tells nothing new
+        kept = unmeasured(plan_at, ask, [r["kept"] for r in rounds], tried, 1.0 - 1.0 / goal, most_saving)
+        if kept is None:
+            break  # the widths' steps allow nothing between the plans measured: measuring one again tells nothing new
         predicted = model.predict(kept)
         dense_ms, pruned_ms = budget.measure(kept)
         rounds.append({"round": number, "kept": kept, "predicted_ms": predicted, "predicted_speedup": model.dense_ms / predicted,
@@ -76,6 +81,22 @@ def next_ask(tried: list[tuple[float, float]], wanted: float, most: float) -> fl
         x, y = tried[-1]
         ask = x * wanted / y if y > 0 else x + (most - x) / 2
     return float(min(max(ask, 0.0), most))
+
+
+def unmeasured(plan_at, ask: float, measured: list[dict], tried: list[tuple[float, float]], wanted: float,
+               most: float) -> dict[str, int] | None:  # fmt: skip
+    """The plan for `ask`; where that plan was measured already, the ask moved halfway towards the nearest
+    plan measured on the goal's other side (or the limit) a few times, for a plan between the two."""
+    for _ in range(BETWEEN_TRIES):
+        kept = plan_at(ask)
+        if kept not in measured:
+            return kept
+        _, saved = tried[measured.index(kept) + 1]  # tried[0] is the dense model
+        if saved < wanted:  # too slow: towards the least predicted saving that measured fast enough
+            ask = (ask + min([t[0] for t in tried if t[1] >= wanted], default=most)) / 2
+        else:
+            ask = (ask + max([t[0] for t in tried if t[1] < wanted], default=0.0)) / 2
+    return None
 
 
 def score_values(request: Request, widths: dict[str, list[int]]) -> dict[str, dict[int, float]]:

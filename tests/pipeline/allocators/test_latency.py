@@ -88,3 +88,16 @@ def test_next_ask_interpolates_between_the_bracketing_rounds():
     assert allocator.next_ask(tried, 0.5, 0.98) == pytest.approx(0.7)
     assert allocator.next_ask([(0.0, 0.0), (0.4, 0.2)], 0.5, 0.98) == pytest.approx(0.98)  # through the origin, capped
     assert allocator.next_ask([(0.0, 0.0), (0.4, 0.2)], 0.3, 0.98) == pytest.approx(0.6)
+
+
+def test_an_ask_that_lands_on_a_measured_plan_moves_towards_the_goals_other_side():
+    # three plans on the widths' steps: asks up to 0.5 give the slow one, then one between, then the fast one
+    def plan_at(ask):
+        return {"a": 48} if ask <= 0.5 else {"a": 40} if ask <= 0.56 else {"a": 32}
+
+    slow, fast = {"a": 48}, {"a": 32}
+    tried = [(0.0, 0.0), (0.45, 0.40), (0.60, 0.56)]  # (predicted, measured) savings: dense, slow, fast
+    between = allocator.unmeasured(plan_at, 0.48, [slow, fast], tried, wanted=0.5, most=0.9)
+    assert between == {"a": 40}  # 0.48 -> 0.54, halfway to the fast plan's predicted saving
+    assert allocator.unmeasured(plan_at, 0.48, [slow, fast, {"a": 40}], tried + [(0.52, 0.47)], 0.5, 0.9) is None
+    assert allocator.unmeasured(plan_at, 0.3, [fast], [(0.0, 0.0), (0.60, 0.56)], 0.5, 0.9) == slow  # not measured yet
