@@ -4,12 +4,14 @@ the CPU targets in one process per row.
 For each case (model), batch, target and speedup goal: the latency-driven plan (the `latency`
 allocator: per-layer tables, knapsack, measured rounds; widths valued by measured sensitivity where the
 case has data, as --allocate sensitivity); the MACs-driven plan (one uniform ratio, searched by
-measuring until its speedup matches the latency plan's); the peer (Torch-Pruning's MagnitudePruner, L1,
-round_to the same block, exported with a plain torch.onnx.export) twice: at the latency plan's MACs, and
-at its measured speedup (the peer's ratio searched by measuring). All plans of a row are then timed again
-interleaved with the dense model in one run; one-shot accuracy (BatchNorm re-estimated) where the case
-has data. Each finished row is saved at once: a run stopped part-way resumes at the next row. Writes
-bench/results/latency.json and the README table.
+measuring towards the latency plan's speedup); the peer (Torch-Pruning's MagnitudePruner, L1, round_to
+the same block, exported with a plain torch.onnx.export), its ratio searched towards the latency plan's
+MACs and towards its measured speedup. Uniform widths move by a whole block at once, so no ratio lands
+exactly on the latency plan: each search keeps its two plans on either side, all plans of a row are timed
+again interleaved with the dense model in one run, and the MACs plan and the peer are read at the
+latency plan's speedup (and MACs) on the line through their two plans around it. One-shot accuracy
+(BatchNorm re-estimated) where the case has data. Each finished row is saved at once: a run stopped
+part-way resumes at the next row. Writes bench/results/latency.json and the README table.
 
 Usage: python bench/latency.py [--cases resnet56-cifar,mobilenet_v2,resnet50] [--targets cpu,openvino]
                                [--batches 1,8] [--speedups 1.5,2,3] [--seconds 2]"""
@@ -87,20 +89,42 @@ def macs_of(model, example) -> float:
     return macs.count(model, example)[0]
 
 
-def macs_plan(budget, groups, round_to: int, goal: float) -> tuple[dict, float]:
-    """One uniform ratio, bisected by measuring until the speedup is `goal`'s (the closest probe)."""
+def macs_plan_ratios(budget, groups, round_to: int, goal: float) -> list[float]:
+    """One uniform ratio bisected by measuring towards `goal`'s speedup: the two ratios around it."""
     from pipeline.allocators.base import kept_counts
 
-    low, high, best = 0.0, 0.9, None
-    for _ in range(SEARCH_PROBES):
+    def measured(ratio: float) -> float:
+        dense_ms, pruned_ms = budget.measure(kept_counts(groups, ratio, round_to, 0.9))
+        return dense_ms / pruned_ms
+
+    return around(bisect(measured, goal, 0.9), goal)
+
+
+def bisect(reached_at, goal: float, top: float, probes: int = SEARCH_PROBES) -> list[tuple[float, float]]:
+    """(ratio, value reached) of each probe of a bisection of the ratio in [0, top] towards `goal`."""
+    low, high, reached = 0.0, top, []
+    for _ in range(probes):
         ratio = (low + high) / 2
-        kept = kept_counts(groups, ratio, round_to, 0.9)
-        dense_ms, pruned_ms = budget.measure(kept)
-        speedup = dense_ms / pruned_ms
-        if best is None or abs(speedup / goal - 1) < abs(best[1] / goal - 1):
-            best = (kept, speedup)
-        low, high = (ratio, high) if speedup < goal else (low, ratio)
-    return best
+        reached.append((ratio, reached_at(ratio)))
+        low, high = (ratio, high) if reached[-1][1] < goal else (low, ratio)
+    return reached
+
+
+def around(probes: list[tuple[float, float]], goal: float) -> list[float]:
+    """The probed ratios that reached nearest below and nearest at-or-above `goal` (one if all lie on one side)."""
+    below = [p for p in probes if p[1] < goal]
+    above = [p for p in probes if p[1] >= goal]
+    return [max(below, key=lambda p: p[1])[0]] * bool(below) + [min(above, key=lambda p: p[1])[0]] * bool(above)
+
+
+def line_at(points: list[tuple[float, float]], x: float) -> float:
+    """y at `x` on the line through the two (x, y) points nearest around it (extended past the ends)."""
+    points = sorted(set(points))
+    if len(points) == 1:
+        return points[0][1]
+    index = min(max(sum(p[0] < x for p in points), 1), len(points) - 1)
+    (x0, y0), (x1, y1) = points[index - 1], points[index]
+    return (y0 + y1) / 2 if x1 == x0 else y0 + (x - x0) * (y1 - y0) / (x1 - x0)
 
 
 class Peer:
@@ -137,30 +161,20 @@ class Peer:
         self.budget.target.compile(folder / "model.onnx", folder / self.budget.setting.target, "fp32", (self.example.shape[0],))
         return folder / self.budget.setting.target
 
-    def ratio_at_macs(self, macs_reduction: float) -> float:
-        """The ratio whose MACs reduction is closest to `macs_reduction` (bisected on counted MACs)."""
+    def ratios_at_macs(self, macs_reduction: float) -> list[float]:
+        """The two ratios whose counted MACs reductions lie around `macs_reduction`."""
         dense = macs_of(self.model, self.example[:1])
-        return self._bisect(lambda ratio: dense / macs_of(self.at(ratio), self.example[:1]), macs_reduction, 12)
+        counted = bisect(lambda ratio: dense / macs_of(self.at(ratio), self.example[:1]), macs_reduction, 0.95, probes=12)
+        return around(counted, macs_reduction)
 
-    def ratio_at_speedup(self, speedup: float) -> float:
-        """The ratio whose measured speedup is closest to `speedup` (bisected by measuring)."""
+    def ratios_at_speedup(self, speedup: float) -> list[float]:
+        """The two ratios whose measured speedups lie around `speedup`."""
 
         def measured(ratio: float) -> float:
             times = self.budget.time({"dense": self.budget.dense_dir, "peer": self.compile(ratio, f"peer-{ratio:.4f}")})
             return measure_ms(times["dense"]) / measure_ms(times["peer"])
 
-        return self._bisect(measured, speedup, SEARCH_PROBES)
-
-    @staticmethod
-    def _bisect(reached_at, goal: float, probes: int) -> float:
-        low, high, best = 0.0, 0.95, None
-        for _ in range(probes):
-            ratio = (low + high) / 2
-            reached = reached_at(ratio)
-            if best is None or abs(reached / goal - 1) < abs(best[1] / goal - 1):
-                best = (ratio, reached)
-            low, high = (ratio, high) if reached < goal else (low, ratio)
-        return best[0]
+        return around(bisect(measured, speedup, 0.95), speedup)
 
 
 def measure_ms(trials) -> float:
@@ -188,7 +202,7 @@ def plain_export(model, example, path: Path) -> None:
 def run_row(name: str, target: str, batch: int, goal: float, seconds: float, workdir: Path) -> dict:
     from exporters.base import default_threads
     from pipeline.allocators import latency as latency_allocator
-    from pipeline.allocators.base import Request
+    from pipeline.allocators.base import Request, kept_counts
     from pipeline.latency.candidates import LatencyBudget, Setting
     from pipeline.pruning import macs
     from pipeline.stages.common import example_input
@@ -207,33 +221,51 @@ def run_row(name: str, target: str, batch: int, goal: float, seconds: float, wor
         request.sensitivity = measured_sensitivity(cfg, model, groups, scores, request)
     allocation = latency_allocator.allocate(request)
     reached = next(r for r in allocation.details["rounds"] if r["chosen"])["measured_speedup"]
-    plans = {"latency": allocation.kept, "macs": macs_plan(budget, groups, round_to, reached)[0]}
-    networks = {plan: budget.pruned(kept) for plan, kept in plans.items()}
-    compiled = {"dense": budget.dense_dir} | {
-        plan: budget.compile(network, f"final-{plan}") for plan, network in networks.items()
-    }
     dense_macs = macs_of(model, example)
+    plans = {"latency": allocation.kept} | {
+        f"macs@{ratio:.4f}": kept_counts(groups, ratio, round_to, 0.9) for ratio in macs_plan_ratios(budget, groups, round_to, reached)
+    }  # fmt: skip
+    networks = {plan: budget.pruned(kept) for plan, kept in plans.items()}
+    compiled = {"dense": budget.dense_dir} | {plan: budget.compile(net, f"final-{plan}") for plan, net in networks.items()}
     if CASES[name]["peer"]:
         peer = Peer(model, example, round_to, budget, workdir)
-        ratios = {"peer": peer.ratio_at_macs(dense_macs / macs_of(networks["latency"], example)),
-                  "peer_speed": peer.ratio_at_speedup(reached)}  # fmt: skip
-        for plan, ratio in ratios.items():
-            networks[plan] = peer.at(ratio)
-            compiled[plan] = peer.compile(ratio, f"final-{plan}")
+        ratios = peer.ratios_at_macs(dense_macs / macs_of(networks["latency"], example)) + peer.ratios_at_speedup(reached)
+        for ratio in sorted(set(ratios)):
+            networks[f"peer@{ratio:.4f}"] = peer.at(ratio)
+            compiled[f"peer@{ratio:.4f}"] = peer.compile(ratio, f"final-peer@{ratio:.4f}")
     times = budget.time(compiled)
     dense_ms = measure_ms(times["dense"])
-    row = {"case": name, "target": target, "batch": batch, "goal": goal, "machine": machine(),
-           "table_seconds": table_seconds, "rounds": allocation.details["rounds"], "dense_ms": dense_ms}  # fmt: skip
+    parts = {}
     for plan, network in networks.items():
         kept = plans.get(plan)
-        row[plan] = {
+        parts[plan] = {
             "macs_ratio": dense_macs / macs_of(network, example),
             "ms": measure_ms(times[plan]),
             "speedup": dense_ms / measure_ms(times[plan]),
             "accuracy": one_shot_accuracy(cfg, model, groups, scores, kept) if kept is not None else None,
             "widths": conv_widths(network),
         }
-    return row
+    row = {"case": name, "target": target, "batch": batch, "goal": goal, "machine": machine(),
+           "table_seconds": table_seconds, "rounds": allocation.details["rounds"], "dense_ms": dense_ms, "plans": parts}  # fmt: skip
+    return row | compared(parts)
+
+
+def compared(parts: dict[str, dict]) -> dict:
+    """The MACs plan and the peer where the latency plan is: at its measured speedup (MACs reduction and
+    accuracy on the line through their plans around it) and, for the peer, at its MACs reduction (speedup)."""
+    ours = parts["latency"]
+    uniform = [p for plan, p in parts.items() if plan.startswith("macs@")]
+    if any(p["widths"] == ours["widths"] for p in uniform):  # the same plan (a goal out of reach: every group at its floor)
+        uniform = [ours]
+    out = {"latency": ours, "macs": {"macs_ratio": line_at([(p["speedup"], p["macs_ratio"]) for p in uniform], ours["speedup"]),
+                                     "speedup": ours["speedup"]}}  # fmt: skip
+    if all(p["accuracy"] is not None for p in uniform):
+        out["macs"]["accuracy"] = line_at([(p["speedup"], p["accuracy"]) for p in uniform], ours["speedup"])
+    peers = [p for plan, p in parts.items() if plan.startswith("peer@")]
+    if peers:
+        out["peer"] = {"macs_ratio": ours["macs_ratio"], "speedup": line_at([(p["macs_ratio"], p["speedup"]) for p in peers], ours["macs_ratio"])}  # fmt: skip
+        out["peer_speed"] = {"macs_ratio": line_at([(p["speedup"], p["macs_ratio"]) for p in peers], ours["speedup"]), "speedup": ours["speedup"]}  # fmt: skip
+    return out
 
 
 def table(rows: list[dict], seconds: float) -> str:
@@ -243,21 +275,26 @@ def table(rows: list[dict], seconds: float) -> str:
         text = f"{part['macs_ratio']:.2f}x / {part['speedup']:.2f}x"
         return text + (f" / {part['accuracy']:.4f}" if accuracy and part.get("accuracy") is not None else "")
 
+    def versus(row: dict) -> str:
+        return f"{row['latency']['speedup'] / row['peer']['speedup'] - 1:+.1%}" if row.get("peer") else "-"
+
     lines = [
-        "L1 scores, fp32, channels rounded to the CPU block; all plans of a row timed again "
-        f"interleaved with the dense model in one run ({seconds:g} s each). Each cell: MACs reduction / measured speedup "
-        "(/ one-shot accuracy). MACs plan: one uniform ratio searched by measurement to the latency plan's speedup; "
-        "peer: Torch-Pruning's MagnitudePruner (L1, uniform, same block) at the ratio nearest the latency plan's MACs, and nearest its "
-        "measured speedup (ratio searched by measurement).",
+        "L1 scores, fp32, channels rounded to the CPU block; every plan of a row timed again interleaved with the dense "
+        f"model in one run ({seconds:g} s each). Each cell: MACs reduction / measured speedup (/ one-shot accuracy). "
+        "The MACs plan (one uniform ratio) and the peer (Torch-Pruning's MagnitudePruner, L1, uniform, same block, plain "
+        "torch.onnx.export) read where the latency plan is, on the line through their two measured plans around it: "
+        "at its speedup, and (peer) at its MACs reduction. Last column: latency plan's speedup over the peer's at equal MACs.",
         "",
-        "| case | target | batch | goal | latency plan | MACs plan | peer, nearest MACs | peer, nearest speedup | table s | machine |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| case | target | batch | goal | latency plan | MACs plan, same speedup | peer, same MACs | peer, same speedup | "
+        "vs peer | table s | machine |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["case"], r["target"], r["batch"], r["goal"])):
+        r = r | compared(r["plans"])
         cells = [cell(r.get(p), p in ("latency", "macs")) for p in ("latency", "macs", "peer", "peer_speed")]
         lines.append(
-            f"| {r['case']} | {r['target']} | {r['batch']} | {r['goal']:g}x | {' | '.join(cells)} | {r['table_seconds']:.0f} | "
-            f"{r['machine'].split(', Python')[0]} |"
+            f"| {r['case']} | {r['target']} | {r['batch']} | {r['goal']:g}x | {' | '.join(cells)} | {versus(r)} | "
+            f"{r['table_seconds']:.0f} | {r['machine'].split(', Python')[0]} |"
         )
     return "\n".join(lines)
 
