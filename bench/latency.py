@@ -114,7 +114,8 @@ def around(probes: list[tuple[float, float]], goal: float) -> list[float]:
     """The probed ratios that reached nearest below and nearest at-or-above `goal` (one if all lie on one side)."""
     below = [p for p in probes if p[1] < goal]
     above = [p for p in probes if p[1] >= goal]
-    return [max(below, key=lambda p: p[1])[0]] * bool(below) + [min(above, key=lambda p: p[1])[0]] * bool(above)
+    nearest = [max(below, key=lambda p: p[1])] if below else []
+    return [p[0] for p in nearest + ([min(above, key=lambda p: p[1])] if above else [])]
 
 
 def line_at(points: list[tuple[float, float]], x: float) -> float:
