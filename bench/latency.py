@@ -246,9 +246,8 @@ def run_row(name: str, target: str, batch: int, goal: float, seconds: float, wor
             "accuracy": one_shot_accuracy(cfg, model, groups, scores, kept) if kept is not None else None,
             "widths": conv_widths(network),
         }
-    row = {"case": name, "target": target, "batch": batch, "goal": goal, "machine": machine(),
-           "table_seconds": table_seconds, "rounds": allocation.details["rounds"], "dense_ms": dense_ms, "plans": parts}  # fmt: skip
-    return row | compared(parts)
+    return {"case": name, "target": target, "batch": batch, "goal": goal, "machine": machine(),
+            "table_seconds": table_seconds, "rounds": allocation.details["rounds"], "dense_ms": dense_ms, "plans": parts}  # fmt: skip
 
 
 def compared(parts: dict[str, dict]) -> dict:
@@ -291,7 +290,7 @@ def table(rows: list[dict], seconds: float) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["case"], r["target"], r["batch"], r["goal"])):
-        r = r | compared(r["plans"])
+        r = r | compared(r["plans"])  # the readings are derived here, from the plans measured
         cells = [cell(r.get(p), p in ("latency", "macs")) for p in ("latency", "macs", "peer", "peer_speed")]
         lines.append(
             f"| {r['case']} | {r['target']} | {r['batch']} | {r['goal']:g}x | {' | '.join(cells)} | {versus(r)} | "
