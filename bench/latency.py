@@ -3,7 +3,8 @@ the CPU targets in one process per row.
 
 For each case (model), batch, target and speedup goal: the latency-driven plan (the `latency`
 allocator: per-layer tables, knapsack, measured rounds; widths valued by measured sensitivity where the
-case has data, as --allocate sensitivity); the MACs-driven plan (one uniform ratio, searched by
+case has data, and plans searched from the uniform plan by measuring them whole, as --allocate sensitivity
+does); the MACs-driven plan (one uniform ratio, searched by
 measuring towards the latency plan's speedup); the peer (Torch-Pruning's MagnitudePruner, L1, round_to
 the same block, exported with a plain torch.onnx.export), its ratio searched towards the latency plan's
 MACs and towards its measured speedup. Uniform widths move by a whole block at once, so no ratio lands
@@ -57,14 +58,15 @@ def setup(name: str, target: str, batch: int, seconds: float):
     return cfg, model, groups, scores
 
 
-def measured_sensitivity(cfg, model, groups, scores, request) -> dict:
+def measured_sensitivity(cfg, model, groups, scores, request) -> tuple[dict, object]:
+    """As --allocate sensitivity measures it: the per-group curves, and whole plans on the same images."""
     from pipeline.allocators.base import width_options
     from pipeline.stages.common import calibration_batches
     from pipeline.statistics import sensitivity
 
     widths = {g.name: width_options(g, request) for g in groups if g.name in scores}
     images = [inputs for inputs, _ in calibration_batches(cfg)][: max(1, sensitivity.IMAGES // cfg.batch_size)]
-    return sensitivity.curves(model, groups, scores, widths, images)
+    return sensitivity.curves(model, groups, scores, widths, images), sensitivity.PlanDivergence(model, groups, scores, images)
 
 
 def one_shot_accuracy(cfg, model, groups, scores, kept) -> float | None:
@@ -219,7 +221,7 @@ def run_row(name: str, target: str, batch: int, goal: float, seconds: float, wor
     request = Request(groups, scores, macs.MacsEstimator(model, example, groups), round_to, False, 0.9, "uniform",
                       latency=budget)  # fmt: skip
     if cfg.data is not None:  # with data, widths valued by measured sensitivity (--allocate sensitivity)
-        request.sensitivity = measured_sensitivity(cfg, model, groups, scores, request)
+        request.sensitivity, request.divergence = measured_sensitivity(cfg, model, groups, scores, request)
     allocation = latency_allocator.allocate(request)
     reached = next(r for r in allocation.details["rounds"] if r["chosen"])["measured_speedup"]
     dense_macs = macs_of(model, example)

@@ -543,6 +543,21 @@ def test_a_speedup_is_met_on_the_cpu_target_and_its_tables_are_reused(tmp_path):
     assert f"latency table from {table}" in second.output
 
 
+def test_a_speedup_with_measured_sensitivity_searches_plans_measured_whole(tmp_path, image_folder):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", "--model", TINY_SPECS["wide"], "--data", str(image_folder), "--speedup", "1.3",
+                                       "--allocate", "sensitivity", "--target", "cpu", "--threads", "1", "--profile-seconds",
+                                       "0.3", "--calib-samples", "12", "--batch-size", "6", "--input-shape", "1,3,32,32",
+                                       "--until", "prune", "--out", str(out)], catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "prune" / "metrics.json").read_text())
+    rounds = metrics["latency"]["rounds"]
+    assert metrics["latency"]["plans_measured_whole"] >= len(rounds) + 1  # each round's start and steps, and the knapsack's plan
+    assert "plans measured whole" in result.output and metrics["sensitivity"]
+    chosen = next(r for r in rounds if r["chosen"])
+    assert chosen["predicted_speedup"] > 1.0 and metrics["macs_ratio"] > 1.0
+
+
 def test_budgets_and_selections_refuse_what_they_cannot_do(tmp_path):
     for extra, message in ((["--speedup", "2", "--ratio", "0.5"], "give one budget, not --ratio and --speedup"),
                            (["--speedup", "0.9"], "--speedup must be > 1"),

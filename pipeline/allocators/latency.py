@@ -8,14 +8,19 @@ What a width is worth: with --allocate sensitivity, minus its measured sensitivi
 scores made comparable across groups as the ranking does: raw under the global ranking, else divided by
 their group's mean and weighted by the MACs that depend on one of the group's units (a residual stream's
 channel, which every block along it reads, is worth more than one inside a block). The scores always
-order the units within their group."""
+order the units within their group. With --allocate sensitivity, plans are also measured whole: each
+round's widths are searched from the uniform plan short of the latency (pipeline.allocators.plan_search),
+and the knapsack's plan is kept only where it measures the lesser divergence."""
 
 from __future__ import annotations
+
+import time
 
 import torch
 
 from pipeline.allocators.base import Allocation, Request, width_options
 from pipeline.allocators.knapsack import fastest, plan
+from pipeline.allocators.plan_search import descend, uniform_start
 from pipeline.allocators.sensitivity import sensitivity_details, sensitivity_values
 
 TOLERANCE = 0.05
@@ -34,8 +39,18 @@ def allocate(request: Request) -> Allocation:
     tried = [(0.0, 0.0)]  # (predicted saving asked for, saving measured): the dense model saves nothing
     rounds, ask = [], min(1.0 - 1.0 / goal, most_saving)  # first round: the tables taken at their word
 
+    divergence, searching = request.divergence, [0.0]  # seconds spent measuring plans whole
+
     def plan_at(saving: float) -> dict[str, int]:
-        return plan(model, widths, values, model.dense_ms * (1.0 - saving), quickest)
+        limit = model.dense_ms * (1.0 - saving)
+        kept = plan(model, widths, values, limit, quickest)
+        if divergence is None:
+            return kept
+        started = time.perf_counter()
+        start = uniform_start(request.groups, widths, model, limit, request.round_to, request.max_unit_ratio)
+        kept = min((descend(start, widths, model, limit, divergence, values), kept), key=divergence)
+        searching[0] += time.perf_counter() - started
+        return kept
 
     for number in range(1, ROUNDS + 1):
         kept = unmeasured(plan_at, ask, [r["kept"] for r in rounds], tried, 1.0 - 1.0 / goal, most_saving)
@@ -56,6 +71,11 @@ def allocate(request: Request) -> Allocation:
         f"{r['measured_ms']:.3f} ms against dense {r['measured_dense_ms']:.3f} ms ({r['measured_speedup']:.2f}x)"
         for r in rounds
     ]
+    if divergence is not None:
+        notes.append(
+            f"latency: widths searched from the uniform plan, {divergence.measured} plans measured whole "
+            f"in {searching[0]:.0f} s (divergence on the calibration images, BatchNorm re-estimated)"
+        )
     if abs(best["measured_speedup"] / goal - 1.0) > TOLERANCE:
         notes.append(
             f"--speedup {goal:.2f}x not met within {TOLERANCE:.0%} after {len(rounds)} measured rounds: the closest measured is "
@@ -64,6 +84,8 @@ def allocate(request: Request) -> Allocation:
         )
     shown = [{k: v for k, v in r.items() if k != "kept"} | {"chosen": r is best} for r in rounds]
     details = {"speedup": goal, "target": budget.setting.target, "rounds": shown}
+    if divergence is not None:
+        details["plans_measured_whole"] = divergence.measured
     if request.sensitivity:
         details["sensitivity"] = sensitivity_details(request.sensitivity, best["kept"])
     return Allocation(best["kept"], None, request.round_to, notes, details)

@@ -117,7 +117,12 @@ def choose(ctx: StageContext, model, groups: list[UnitGroup], scores: dict, esti
     )  # fmt: skip
     if cfg.allocate == "sensitivity":
         request.round_to, request.own = _sensitivity_block(request), _sensitivity_bounds(request)
-        request.sensitivity = _sensitivity(ctx, model, groups, scores, request)
+        batches = _sensitivity_batches(ctx)
+        request.sensitivity = _sensitivity(ctx, model, groups, scores, request, batches)
+        if cfg.budget == "latency":  # plans measured whole on the same images (pipeline.allocators.plan_search)
+            from pipeline.statistics.sensitivity import PlanDivergence
+
+            request.divergence = PlanDivergence(model, groups, scores, batches)
     allocation = ALLOCATORS.load(cfg.budget)(request)
     if own and cfg.budget not in BOUNDED_BY_OWN:
         ranking = "own, scaled" if cfg.budget == "own-scaled" else "own"  # the criterion's per-layer counts
@@ -180,21 +185,29 @@ def _sensitivity_bounds(request: Request) -> dict | None:
     return bounds
 
 
-def _sensitivity(ctx: StageContext, model, groups, scores, request: Request) -> dict:
-    """Each group's measured sensitivity at a few of its allowed widths (pipeline.statistics.sensitivity)."""
+def _sensitivity_batches(ctx: StageContext) -> list[torch.Tensor]:
+    """The calibration images the sensitivity is measured on (the first sensitivity.IMAGES)."""
     from pipeline.statistics import sensitivity
 
-    widths = {g.name: width_options(g, request) for g in groups if g.name in scores}
     batches, count = [], 0
     for inputs, _ in calibration_batches(ctx.cfg, ctx.device):
         batches.append(inputs[: sensitivity.IMAGES - count])
         count += batches[-1].shape[0]
         if count >= sensitivity.IMAGES:
             break
+    return batches
+
+
+def _sensitivity(ctx: StageContext, model, groups, scores, request: Request, batches: list[torch.Tensor]) -> dict:
+    """Each group's measured sensitivity at a few of its allowed widths (pipeline.statistics.sensitivity)."""
+    from pipeline.statistics import sensitivity
+
+    widths = {g.name: width_options(g, request) for g in groups if g.name in scores}
     started = time.perf_counter()
     with progress(len(widths), "sensitivity", "group") as bar:
         refit = {"ridge": ctx.cfg.lstsq_ridge, "select": ctx.cfg.select} if ctx.cfg.compensate == "lstsq" else None
         curves = sensitivity.curves(model, groups, scores, widths, batches, bar.update, refit)
+    count = sum(b.shape[0] for b in batches)
     info(f"prune: sensitivity of {len(curves)} groups measured on {count} images in {time.perf_counter() - started:.0f} s")
     return curves
 

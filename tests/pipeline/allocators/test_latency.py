@@ -101,3 +101,32 @@ def test_an_ask_that_lands_on_a_measured_plan_moves_towards_the_goals_other_side
     assert between == {"a": 40}  # 0.48 -> 0.54, halfway to the fast plan's predicted saving
     assert allocator.unmeasured(plan_at, 0.48, [slow, fast, {"a": 40}], tried + [(0.52, 0.47)], 0.5, 0.9) is None
     assert allocator.unmeasured(plan_at, 0.3, [fast], [(0.0, 0.0), (0.60, 0.56)], 0.5, 0.9) == slow  # not measured yet
+
+
+class Spread:
+    """A whole plan's constructed divergence: how far its groups' kept fractions are apart (a plan that
+    cuts every group alike costs nothing). Each plan counted once, as PlanDivergence measures."""
+
+    def __init__(self):
+        self.known = {}
+
+    @property
+    def measured(self):
+        return len(self.known)
+
+    def __call__(self, kept):
+        fractions = [kept[n] / SIZES[n] for n in SIZES]
+        return self.known.setdefault(tuple(sorted(kept.items())), max(fractions) - min(fractions))
+
+
+def test_with_plans_measured_whole_each_round_takes_the_least_divergent_plan():
+    by_scores = ALLOCATORS.load("latency")(_request(Budget(speedup=1.5)))
+    request = _request(Budget(speedup=1.5))
+    request.divergence = Spread()
+    searched = ALLOCATORS.load("latency")(request)
+    assert request.divergence(searched.kept) < request.divergence(by_scores.kept)
+    assert request.divergence(searched.kept) <= 8 / 32  # one block of the narrowest group apart at most
+    chosen = next(r for r in searched.details["rounds"] if r["chosen"])
+    assert chosen["measured_speedup"] == pytest.approx(1.5, rel=allocator.TOLERANCE)
+    assert searched.details["plans_measured_whole"] == request.divergence.measured > len(searched.details["rounds"])
+    assert any("plans measured whole" in note for note in searched.notes)

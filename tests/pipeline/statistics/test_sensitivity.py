@@ -1,5 +1,6 @@
 import torch
 
+from pipeline.pruning import surgery
 from pipeline.pruning.analysis import analyse
 from pipeline.statistics import sensitivity
 from tests.tiny_models import tiny_resnet
@@ -37,4 +38,21 @@ def test_with_the_refit_a_unit_the_others_rebuild_costs_nothing():
     plain = sensitivity.curves(model, groups, scores, {"2": [5, 6]}, [inputs])["2"]
     refit = sensitivity.curves(model, groups, scores, {"2": [5, 6]}, [inputs], refit={"ridge": 1e-9, "select": "reconstruction"})
     assert plain[5] > 1e-3 and refit["2"][5] < 1e-6
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_a_plan_measured_whole_grows_with_its_cuts_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model = tiny_resnet().eval()
+    batches = [torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32)]
+    groups = analyse(model, batches[0]).groups
+    scores = {g.name: torch.rand(g.size) for g in groups}
+    surgery.recalibrate_batchnorm(model, [(b, None) for b in batches])  # as the plans will have it: full widths move nothing
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    divergence = sensitivity.PlanDivergence(model, groups, scores, batches)
+    full = {g.name: g.size for g in groups}
+    half = {g.name: max(1, g.size // 2) for g in groups}
+    quarter = {g.name: max(1, g.size // 4) for g in groups}
+    assert divergence(full) < 1e-6 < divergence(half) < divergence(quarter)
+    assert divergence(half) == divergence(dict(reversed(half.items()))) and divergence.measured == 3  # each plan once
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
