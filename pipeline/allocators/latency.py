@@ -38,20 +38,7 @@ def allocate(request: Request) -> Allocation:
     most_saving = min(1.0 - model.predict(quickest) / model.dense_ms, MOST_SAVING)
     tried = [(0.0, 0.0)]  # (predicted saving asked for, saving measured): the dense model saves nothing
     rounds, ask = [], min(1.0 - 1.0 / goal, most_saving)  # first round: the tables taken at their word
-
-    divergence, searching = request.divergence, [0.0]  # seconds spent measuring plans whole
-
-    def plan_at(saving: float) -> dict[str, int]:
-        limit = model.dense_ms * (1.0 - saving)
-        kept = plan(model, widths, values, limit, quickest)
-        if divergence is None:
-            return kept
-        started = time.perf_counter()
-        start = uniform_start(request.groups, widths, model, limit, request.round_to, request.max_unit_ratio)
-        kept = min((descend(start, widths, model, limit, divergence, values), kept), key=divergence)
-        searching[0] += time.perf_counter() - started
-        return kept
-
+    plan_at = Planner(request, widths, values, quickest)
     for number in range(1, ROUNDS + 1):
         kept = unmeasured(plan_at, ask, [r["kept"] for r in rounds], tried, 1.0 - 1.0 / goal, most_saving)
         if kept is None:
@@ -64,31 +51,58 @@ def allocate(request: Request) -> Allocation:
             break
         tried.append((1.0 - predicted / model.dense_ms, 1.0 - pruned_ms / dense_ms))
         ask = next_ask(tried, 1.0 - 1.0 / goal, most_saving)
-    reachable = 1.0 / (1.0 - most_saving)
     best = min(rounds, key=lambda r: abs(r["measured_speedup"] / goal - 1.0))
+    notes = _notes(rounds, best, goal, 1.0 / (1.0 - most_saving)) + plan_at.notes()
+    shown = [{k: v for k, v in r.items() if k != "kept"} | {"chosen": r is best} for r in rounds]
+    details = {"speedup": goal, "target": budget.setting.target, "rounds": shown}
+    if request.divergence is not None:
+        details["plans_measured_whole"] = request.divergence.measured
+    if request.sensitivity:
+        details["sensitivity"] = sensitivity_details(request.sensitivity, best["kept"])
+    return Allocation(best["kept"], None, request.round_to, notes, details)
+
+
+def _notes(rounds: list[dict], best: dict, goal: float, reachable: float) -> list[str]:
     notes = [
         f"latency round {r['round']}: predicted {r['predicted_ms']:.3f} ms ({r['predicted_speedup']:.2f}x), measured "
         f"{r['measured_ms']:.3f} ms against dense {r['measured_dense_ms']:.3f} ms ({r['measured_speedup']:.2f}x)"
         for r in rounds
     ]
-    if divergence is not None:
-        notes.append(
-            f"latency: widths searched from the uniform plan, {divergence.measured} plans measured whole "
-            f"in {searching[0]:.0f} s (divergence on the calibration images, BatchNorm re-estimated)"
-        )
     if abs(best["measured_speedup"] / goal - 1.0) > TOLERANCE:
         notes.append(
             f"--speedup {goal:.2f}x not met within {TOLERANCE:.0%} after {len(rounds)} measured rounds: the closest measured is "
             f"{best['measured_speedup']:.2f}x (at most {reachable:.2f}x predicted, at the fastest widths the tables know; "
             f"a finer --round-to gives finer steps)"
         )
-    shown = [{k: v for k, v in r.items() if k != "kept"} | {"chosen": r is best} for r in rounds]
-    details = {"speedup": goal, "target": budget.setting.target, "rounds": shown}
-    if divergence is not None:
-        details["plans_measured_whole"] = divergence.measured
-    if request.sensitivity:
-        details["sensitivity"] = sensitivity_details(request.sensitivity, best["kept"])
-    return Allocation(best["kept"], None, request.round_to, notes, details)
+    return notes
+
+
+class Planner:
+    """saving -> the widths for that predicted saving of the latency: the knapsack's; with plans measured
+    whole (request.divergence), the least divergent of it and the search from the uniform plan."""
+
+    def __init__(self, request: Request, widths: dict[str, list[int]], values: dict, quickest: dict[str, int]):
+        self.request, self.widths, self.values, self.quickest = request, widths, values, quickest
+        self.model, self.divergence, self.seconds = request.latency.model, request.divergence, 0.0
+
+    def __call__(self, saving: float) -> dict[str, int]:
+        limit = self.model.dense_ms * (1.0 - saving)
+        kept = plan(self.model, self.widths, self.values, limit, self.quickest)
+        if self.divergence is None:
+            return kept
+        started, r = time.perf_counter(), self.request
+        start = uniform_start(r.groups, self.widths, self.model, limit, r.round_to, r.max_unit_ratio)
+        kept = min((descend(start, self.widths, self.model, limit, self.divergence, self.values), kept), key=self.divergence)
+        self.seconds += time.perf_counter() - started
+        return kept
+
+    def notes(self) -> list[str]:
+        if self.divergence is None:
+            return []
+        return [
+            f"latency: widths searched from the uniform plan, {self.divergence.measured} plans measured whole in "
+            f"{self.seconds:.0f} s (divergence on the calibration images, BatchNorm re-estimated)"
+        ]
 
 
 def next_ask(tried: list[tuple[float, float]], wanted: float, most: float) -> float:
