@@ -14,7 +14,7 @@ latency plan's speedup (and MACs) on the line through their two plans around it.
 (BatchNorm re-estimated) where the case has data. Each finished row is saved at once: a run stopped
 part-way resumes at the next row. Writes bench/results/latency.json and the README table.
 
-Usage: python bench/latency.py [--cases resnet56-cifar,mobilenet_v2,resnet50] [--targets cpu,openvino]
+Usage: python bench/latency.py [--cases resnet56-cifar,resnet20-cifar,mobilenet_v2,resnet50] [--targets cpu,openvino]
                                [--batches 1,8] [--speedups 1.5,2,3] [--seconds 2]"""
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ CASES = {  # batches: None takes --batches
     "resnet56-cifar": {"model": "cifar:resnet56", "weights": str(SHARED / "models" / "resnet56-cifar10.th"),
                        "data": "cifar", "image": (3, 32, 32), "batches": (64,), "targets": ("cpu",),
                        "peer": False},  # option-A shortcuts: Torch-Pruning cannot trace them
+    "resnet20-cifar": {"model": "cifar:resnet20", "weights": str(SHARED / "models" / "resnet20-cifar10.th"),
+                       "data": "cifar", "image": (3, 32, 32), "batches": (64,), "targets": ("cpu",), "peer": False},
     "mobilenet_v2": {"model": "torchvision:mobilenet_v2", "image": (3, 224, 224), "batches": None, "targets": None,
                      "peer": True},
     "resnet50": {"model": "torchvision:resnet50", "image": (3, 224, 224), "batches": None, "targets": None, "peer": True},
