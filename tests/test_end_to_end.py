@@ -548,7 +548,7 @@ def test_a_speedup_with_measured_sensitivity_searches_plans_measured_whole(tmp_p
     result = CliRunner().invoke(main, ["run", "--model", TINY_SPECS["wide"], "--data", str(image_folder), "--speedup", "1.3",
                                        "--allocate", "sensitivity", "--target", "cpu", "--threads", "1", "--profile-seconds",
                                        "0.3", "--calib-samples", "12", "--batch-size", "6", "--input-shape", "1,3,32,32",
-                                       "--until", "prune", "--out", str(out)], catch_exceptions=False)  # fmt: skip
+                                       "--out", str(out)], catch_exceptions=False)  # fmt: skip
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "prune" / "metrics.json").read_text())
     rounds = metrics["latency"]["rounds"]
@@ -556,6 +556,11 @@ def test_a_speedup_with_measured_sensitivity_searches_plans_measured_whole(tmp_p
     assert "plans measured whole" in result.output and metrics["sensitivity"]
     chosen = next(r for r in rounds if r["chosen"])
     assert chosen["predicted_speedup"] > 1.0 and metrics["macs_ratio"] > 1.0
+    searched = metrics["latency"]["plans_measured_whole"]
+    assert (
+        f"searched from the uniform plan by measured sensitivity ({searched} plans measured whole"
+        in (out / "report.md").read_text()
+    )
 
 
 def test_budgets_and_selections_refuse_what_they_cannot_do(tmp_path):

@@ -252,9 +252,16 @@ def markdown(report: dict) -> str:
 def _latency_budget_lines(budget: dict | None) -> list[str]:
     if not budget:
         return []
+    searched = budget.get("plans_measured_whole")
+    how = (
+        f" Each round's widths searched from the uniform plan by measured sensitivity ({searched} plans measured whole on the "
+        "calibration images)."
+        if searched
+        else ""
+    )
     lines = [
         "", f"## Latency budget: {budget['speedup']:.2f}x on {budget.get('target', 'the first target')}", "",
-        "Widths allocated from per-layer latency tables, then measured whole on the target; a miss over 5% corrects the next round.",
+        "Widths allocated from per-layer latency tables, then measured whole on the target; a miss over 5% corrects the next round." + how,
         "", "| round | predicted ms | predicted speedup | measured dense ms | measured pruned ms | measured speedup | |",
         "|---:|---:|---:|---:|---:|---:|---|",
     ]  # fmt: skip
