@@ -72,7 +72,7 @@ def measured_sensitivity(cfg, model, groups, scores, request) -> tuple[dict, obj
 
 
 def one_shot_accuracy(cfg, model, groups, scores, kept) -> float | None:
-    from pipeline.allocators.base import lowest
+    from pipeline.allocators.base import removal_of
     from pipeline.data.loaders import accuracy
     from pipeline.models.clone import clone_model
     from pipeline.pruning import surgery
@@ -81,8 +81,7 @@ def one_shot_accuracy(cfg, model, groups, scores, kept) -> float | None:
     if cfg.data is None:
         return None
     pruned = clone_model(model)
-    removal = {g.name: lowest(scores[g.name], kept[g.name]) for g in groups if g.name in kept}
-    surgery.apply_removal(pruned, example_input(cfg), groups, removal)
+    surgery.apply_removal(pruned, example_input(cfg), groups, removal_of(groups, scores, kept))
     surgery.recalibrate_batchnorm(pruned, calibration_batches(cfg))
     return accuracy(pruned, evaluation_batches(cfg))
 

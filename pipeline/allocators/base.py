@@ -152,6 +152,11 @@ def removed_fraction(groups, kept: dict[str, int]) -> float:
     return 1.0 - sum(kept.values()) / max(total, 1)
 
 
+def removal_of(groups, scores: dict[str, torch.Tensor], kept: dict[str, int]) -> dict[str, list[int]]:
+    """{group: the units it loses}: all but its `kept` highest-scored, for every group `kept` names."""
+    return {g.name: lowest(scores[g.name], kept[g.name]) for g in groups if g.name in kept}
+
+
 def lowest(scores: torch.Tensor, kept: int) -> list[int]:
     """Indices of the units to remove: all but the `kept` highest scores (ties: lower index kept)."""
     size = scores.numel()

@@ -106,19 +106,27 @@ def trim(cost, widths: dict[str, list[int]], values: dict, limit: float, kept: d
     kept = dict(kept)
     predicted = cost.predict(kept)
     while predicted > limit:
-        steps = []
-        for name, options in widths.items():
-            narrower = [w for w in options if w < kept[name]]
-            if narrower:
-                saved = predicted - cost.predict({**kept, name: narrower[-1]})
-                if saved > 0:
-                    steps.append(((values[name][kept[name]] - values[name][narrower[-1]]) / saved, name, narrower[-1]))
+        steps = narrowing_steps(cost, widths, values, kept, predicted)
         if not steps:
             return kept
-        _, name, width = min(steps)
+        _, name, width, _ = min(steps)
         kept[name] = width
         predicted = cost.predict(kept)
     return kept
+
+
+def narrowing_steps(cost, widths: dict[str, list[int]], values: dict, kept: dict[str, int],
+                    predicted: float) -> list[tuple[float, str, int, float]]:  # fmt: skip
+    """Every group narrowed by one step from `kept` (predicted to cost `predicted`) that saves any cost:
+    (value given up per cost saved, group, its narrower width, cost saved)."""
+    steps = []
+    for name, options in widths.items():
+        narrower = [w for w in options if w < kept[name]]
+        if narrower:
+            saved = predicted - cost.predict({**kept, name: narrower[-1]})
+            if saved > 0:
+                steps.append(((values[name][kept[name]] - values[name][narrower[-1]]) / saved, name, narrower[-1], saved))
+    return steps
 
 
 def fill(cost, widths: dict[str, list[int]], values: dict, limit: float, kept: dict[str, int]) -> dict[str, int]:

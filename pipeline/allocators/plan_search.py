@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pipeline.allocators.base import kept_count
+from pipeline.allocators.knapsack import narrowing_steps
 
 CANDIDATES = 8  # steps measured whole per step taken
 RATIO_STEPS = 100  # the uniform ratios tried for the start, 0.01 apart
@@ -47,17 +48,11 @@ def descend(start: dict[str, int], widths: dict[str, list[int]], cost, limit: fl
     kept, here = dict(start), divergence(start)
     predicted = cost.predict(kept)
     while predicted > limit:
-        steps = []
-        for name, options in widths.items():
-            narrower = [w for w in options if w < kept[name]]
-            if narrower:
-                step = {**kept, name: narrower[-1]}
-                saved = predicted - cost.predict(step)
-                if saved > 0:
-                    steps.append(((values[name][kept[name]] - values[name][narrower[-1]]) / saved, saved, step))
+        steps = narrowing_steps(cost, widths, values, kept, predicted)
         if not steps:
             break
         steps.sort(key=lambda s: s[0])
-        _, _, kept = min(steps[:CANDIDATES], key=lambda s: (divergence(s[2]) - here) / s[1])
+        cheapest = [({**kept, name: width}, saved) for _, name, width, saved in steps[:CANDIDATES]]
+        kept = min(cheapest, key=lambda c: (divergence(c[0]) - here) / c[1])[0]
         here, predicted = divergence(kept), cost.predict(kept)
     return kept

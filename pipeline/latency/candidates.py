@@ -11,7 +11,7 @@ import torch
 
 from exporters import TARGETS
 from exporters import onnx as onnx_export
-from pipeline.allocators.base import lowest
+from pipeline.allocators.base import removal_of
 from pipeline.core.log import info
 from pipeline.latency import table as tables
 from pipeline.latency.layers import measurable_layers
@@ -72,8 +72,7 @@ class LatencyBudget:
     def pruned(self, kept: dict[str, int]) -> torch.nn.Module:
         """A copy of the dense network with all but the `kept` best-scoring units of each group removed."""
         candidate = clone_model(self.network)
-        removal = {g.name: lowest(self.scores[g.name], kept[g.name]) for g in self.groups if g.name in kept}
-        surgery.apply_removal(candidate, self.example[:1], self.groups, removal)
+        surgery.apply_removal(candidate, self.example[:1], self.groups, removal_of(self.groups, self.scores, kept))
         return candidate
 
     def _against_dense(self, pruned_dir: Path) -> tuple[float, float]:

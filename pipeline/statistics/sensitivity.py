@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.allocators.base import lowest
+from pipeline.allocators.base import lowest, removal_of
 from pipeline.models.clone import clone_model
 from pipeline.pruning import reconstruction, surgery
 from pipeline.pruning.masks import restore, zeroed
@@ -45,7 +45,7 @@ def curves(
     `refit` ({"ridge", "select"}): measured after the consumers' least-squares re-fit (--compensate lstsq),
     the units chosen as --select chooses them, so the curve is what the pruned model will lose."""
     model.eval()
-    dense = [torch.log_softmax(model(b).float(), dim=1) for b in batches]
+    dense = _predictions(model, batches)
     found = {}
     for group in groups:
         if group.name not in widths:
@@ -77,6 +77,10 @@ def _chooser(model, group: UnitGroup, scores: torch.Tensor, widths: list[int], b
     return lambda width: (order[: group.size - width], fits)
 
 
+def _predictions(model, batches) -> list[torch.Tensor]:
+    return [torch.log_softmax(model(b).float(), dim=1) for b in batches]
+
+
 def _divergence(model, batches, dense) -> float:
     total, count = 0.0, 0
     for inputs, reference in zip(batches, dense):
@@ -95,7 +99,7 @@ class PlanDivergence:
                  batches: list[torch.Tensor]):  # fmt: skip
         self.model, self.groups, self.scores, self.batches = model.eval(), groups, scores, batches
         with torch.no_grad():
-            self.dense = [torch.log_softmax(model(b).float(), dim=1) for b in batches]
+            self.dense = _predictions(model, batches)
         self.known: dict[tuple, float] = {}
 
     @property
@@ -110,8 +114,9 @@ class PlanDivergence:
 
     def _measure(self, kept: dict[str, int]) -> float:
         pruned = clone_model(self.model)
-        removal = {g.name: lowest(self.scores[g.name], kept[g.name]) for g in self.groups if g.name in kept}
-        surgery.apply_removal(pruned, self.batches[0][:1], self.groups, removal)  # traces with autograd on
+        surgery.apply_removal(
+            pruned, self.batches[0][:1], self.groups, removal_of(self.groups, self.scores, kept)
+        )  # traces with autograd on
         surgery.recalibrate_batchnorm(pruned, ((b, None) for b in self.batches))
         with torch.no_grad():
             return _divergence(pruned, self.batches, self.dense)
