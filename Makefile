@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench bench-targets bench-cifar bench-criteria bench-zoo bench-distill engine docker-tensorrt docker-openvino docker-cpu edge clean
+.PHONY: setup run test lint bench bench-targets bench-cifar bench-criteria bench-zoo bench-distill bench-latency bench-plan-worth engine docker-tensorrt docker-openvino docker-cpu edge clean
 
 TARGET ?= tensorrt
 PRECISION ?= fp16
@@ -65,6 +65,12 @@ bench-zoo: setup
 
 bench-distill: setup
 	$(BIN)/python bench/distill.py
+
+bench-latency: setup
+	$(BIN)/python bench/latency.py
+
+bench-plan-worth: setup
+	$(BIN)/python bench/plan_worth.py
 
 clean:
 	rm -rf runs .pytest_cache

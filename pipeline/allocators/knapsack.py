@@ -71,20 +71,24 @@ def fastest(cost, widths: dict[str, list[int]]) -> dict[str, int]:
     return current
 
 
-def plan(cost, widths: dict[str, list[int]], values: dict, limit: float, cheapest: dict[str, int]) -> dict[str, int]:
+def plan(cost, widths: dict[str, list[int]], worth, limit: float, cheapest: dict[str, int]) -> dict[str, int]:
     """The most valuable widths whose predicted cost is within `limit` (`cheapest` when none is).
 
     `cost` predicts a whole plan (predict(kept)) and one group's options with the others held
-    (group_costs(name, widths, kept): what each width adds to `kept`, the other groups held); a layer's cost depends on two groups' widths, so the costs are
-    linearised around the current plan and the knapsack re-solved until the plan stops moving."""
+    (group_costs(name, widths, kept): what each width adds to `kept`, the other groups held); `worth`
+    (pipeline.allocators.worth) answers the same for the value kept (total, group_values). A layer's
+    cost (and what its MACs are worth) depends on two groups' widths, so both are linearised around the
+    current plan and the knapsack re-solved until the plan stops moving."""
     best, best_value, budget, closest = None, -float("inf"), limit, None
     for _ in range(3):  # the linearisation may overshoot: tighten the knapsack's budget by the excess
         current = {name: w[-1] for name, w in widths.items()}
         for _ in range(FIXED_POINT_STEPS):
-            costs = {name: cost.group_costs(name, w, current) for name, w in widths.items()}
-            table = {name: [(wd, values[name][wd], c) for wd, c in zip(w, costs[name])] for name, w in widths.items()}
+            table = {
+                name: list(zip(w, worth.group_values(name, w, current), cost.group_costs(name, w, current)))
+                for name, w in widths.items()
+            }
             chosen = solve(table, budget - cost.predict(current)) or cheapest
-            predicted, value = cost.predict(chosen), sum(values[n][w] for n, w in chosen.items())
+            predicted, value = cost.predict(chosen), worth.total(chosen)
             if predicted <= limit and value > best_value:
                 best, best_value = chosen, value
             if closest is None or predicted < closest[0]:
@@ -93,20 +97,20 @@ def plan(cost, widths: dict[str, list[int]], values: dict, limit: float, cheapes
                 break
             current = chosen
         if best is not None:
-            return fill(cost, widths, values, limit, best)
+            return fill(cost, widths, worth, limit, best)
         budget -= predicted - limit
     # where the linearised knapsack never got within the limit (groups coupled through many layers, as
     # residual streams are), narrow its closest plan step by step instead of jumping to the cheapest
-    return fill(cost, widths, values, limit, trim(cost, widths, values, limit, closest[1]))
+    return fill(cost, widths, worth, limit, trim(cost, widths, worth, limit, closest[1]))
 
 
-def trim(cost, widths: dict[str, list[int]], values: dict, limit: float, kept: dict[str, int]) -> dict[str, int]:
+def trim(cost, widths: dict[str, list[int]], worth, limit: float, kept: dict[str, int]) -> dict[str, int]:
     """Narrow groups one step at a time until the plan is within `limit`, each time the step that gives up
     the least value per predicted millisecond saved (the cheapest widths when none saves any more)."""
     kept = dict(kept)
     predicted = cost.predict(kept)
     while predicted > limit:
-        steps = narrowing_steps(cost, widths, values, kept, predicted)
+        steps = narrowing_steps(cost, widths, worth, kept, predicted)
         if not steps:
             return kept
         _, name, width, _ = min(steps)
@@ -115,7 +119,7 @@ def trim(cost, widths: dict[str, list[int]], values: dict, limit: float, kept: d
     return kept
 
 
-def narrowing_steps(cost, widths: dict[str, list[int]], values: dict, kept: dict[str, int],
+def narrowing_steps(cost, widths: dict[str, list[int]], worth, kept: dict[str, int],
                     predicted: float) -> list[tuple[float, str, int, float]]:  # fmt: skip
     """Every group narrowed by one step from `kept` (predicted to cost `predicted`) that saves any cost:
     (value given up per cost saved, group, its narrower width, cost saved)."""
@@ -125,11 +129,12 @@ def narrowing_steps(cost, widths: dict[str, list[int]], values: dict, kept: dict
         if narrower:
             saved = predicted - cost.predict({**kept, name: narrower[-1]})
             if saved > 0:
-                steps.append(((values[name][kept[name]] - values[name][narrower[-1]]) / saved, name, narrower[-1], saved))
+                now, then = worth.group_values(name, [kept[name], narrower[-1]], kept)
+                steps.append(((now - then) / saved, name, narrower[-1], saved))
     return steps
 
 
-def fill(cost, widths: dict[str, list[int]], values: dict, limit: float, kept: dict[str, int]) -> dict[str, int]:
+def fill(cost, widths: dict[str, list[int]], worth, limit: float, kept: dict[str, int]) -> dict[str, int]:
     """Widen groups one step at a time while the plan stays within `limit`, the most valuable step first:
     what the linearised costs left unused (a layer's cost depends on two groups' widths)."""
     kept = dict(kept)
@@ -138,7 +143,8 @@ def fill(cost, widths: dict[str, list[int]], values: dict, limit: float, kept: d
         for name, options in widths.items():
             wider = [w for w in options if w > kept[name]]
             if wider and cost.predict({**kept, name: wider[0]}) <= limit:
-                steps.append((values[name][wider[0]] - values[name][kept[name]], name, wider[0]))
+                now, then = worth.group_values(name, [kept[name], wider[0]], kept)
+                steps.append((then - now, name, wider[0]))
         if not steps:
             return kept
         _, name, width = max(steps)

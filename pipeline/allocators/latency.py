@@ -4,13 +4,13 @@ widths on the channel block, as HALP), then measured whole on the target; when t
 misses by more than 5%, the next round asks the tables for the saving interpolated between the rounds
 whose measurements bracket the goal (next_ask), a few rounds at most.
 
-What a width is worth: with --allocate sensitivity, minus its measured sensitivity; else the criterion's
-scores made comparable across groups as the ranking does: raw under the global ranking, else divided by
-their group's mean and weighted by the MACs that depend on one of the group's units (a residual stream's
-channel, which every block along it reads, is worth more than one inside a block). The scores always
-order the units within their group. With --allocate sensitivity, plans are also measured whole: each
-round's widths are searched from the uniform plan short of the latency (pipeline.allocators.plan_search),
-and the knapsack's plan is kept only where it measures the lesser divergence."""
+What a plan is worth (pipeline.allocators.worth): with --allocate sensitivity, minus its groups' measured
+sensitivity; under the global ranking, the raw scores kept; else the MACs the kept units carry, each
+unit's part weighted by its score within its group (a residual stream's channel, which every block along
+it reads, is worth more than one inside a block). The scores always order the units within their group.
+With --allocate sensitivity, plans are also measured whole: each round's widths are searched from the
+uniform plan short of the latency (pipeline.allocators.plan_search), and the knapsack's plan is kept only
+where it measures the lesser divergence."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from pipeline.allocators.base import Allocation, Request, width_options
 from pipeline.allocators.knapsack import fastest, plan
 from pipeline.allocators.plan_search import descend, uniform_start
 from pipeline.allocators.sensitivity import sensitivity_details, sensitivity_values
+from pipeline.allocators.worth import Additive, CarriedMacs
 
 TOLERANCE = 0.05
 ROUNDS = 6  # measured rounds at most
@@ -33,12 +34,12 @@ def allocate(request: Request) -> Allocation:
     budget = request.latency  # pipeline.latency.candidates.LatencyBudget
     model, goal = budget.model, budget.speedup
     widths = {g.name: width_options(g, request) for g in request.groups if g.name in request.scores}
-    values = sensitivity_values(request.sensitivity, widths) if request.sensitivity else score_values(request, widths)
+    worth = Additive(sensitivity_values(request.sensitivity, widths)) if request.sensitivity else score_worth(request, widths)
     quickest = fastest(model, widths)
     most_saving = min(1.0 - model.predict(quickest) / model.dense_ms, MOST_SAVING)
     tried = [(0.0, 0.0)]  # (predicted saving asked for, saving measured): the dense model saves nothing
     rounds, ask = [], min(1.0 - 1.0 / goal, most_saving)  # first round: the tables taken at their word
-    plan_at = Planner(request, widths, values, quickest)
+    plan_at = Planner(request, widths, worth, quickest)
     for number in range(1, ROUNDS + 1):
         kept = unmeasured(plan_at, ask, [r["kept"] for r in rounds], tried, 1.0 - 1.0 / goal, most_saving)
         if kept is None:
@@ -81,18 +82,18 @@ class Planner:
     """saving -> the widths for that predicted saving of the latency: the knapsack's; with plans measured
     whole (request.divergence), the least divergent of it and the search from the uniform plan."""
 
-    def __init__(self, request: Request, widths: dict[str, list[int]], values: dict, quickest: dict[str, int]):
-        self.request, self.widths, self.values, self.quickest = request, widths, values, quickest
+    def __init__(self, request: Request, widths: dict[str, list[int]], worth, quickest: dict[str, int]):
+        self.request, self.widths, self.worth, self.quickest = request, widths, worth, quickest
         self.model, self.divergence, self.seconds = request.latency.model, request.divergence, 0.0
 
     def __call__(self, saving: float) -> dict[str, int]:
         limit = self.model.dense_ms * (1.0 - saving)
-        kept = plan(self.model, self.widths, self.values, limit, self.quickest)
+        kept = plan(self.model, self.widths, self.worth, limit, self.quickest)
         if self.divergence is None:
             return kept
         started, r = time.perf_counter(), self.request
         start = uniform_start(r.groups, self.widths, self.model, limit, r.round_to, r.max_unit_ratio)
-        kept = min((descend(start, self.widths, self.model, limit, self.divergence, self.values), kept), key=self.divergence)
+        kept = min((descend(start, self.widths, self.model, limit, self.divergence, self.worth), kept), key=self.divergence)
         self.seconds += time.perf_counter() - started
         return kept
 
@@ -135,27 +136,18 @@ def unmeasured(plan_at, ask: float, measured: list[dict], tried: list[tuple[floa
     return None
 
 
-def score_values(request: Request, widths: dict[str, list[int]]) -> dict[str, dict[int, float]]:
-    weights = unit_weights(request, widths) if request.ranking != "global" else dict.fromkeys(widths, 1.0)
-    return {name: kept_values(request.scores[name], request.ranking, weights[name]) for name in widths}
+def score_worth(request: Request, widths: dict[str, list[int]]):
+    """The criterion's scores as a plan's worth (module docstring)."""
+    if request.ranking != "global" and request.estimator is not None:
+        return CarriedMacs(request.estimator, {name: request.scores[name] for name in widths})
+    return Additive({name: kept_values(request.scores[name], request.ranking) for name in widths})
 
 
-def unit_weights(request: Request, widths: dict[str, list[int]]) -> dict[str, float]:
-    """What one unit of each group is worth against the others': the MACs that depend on it (a channel of a
-    residual stream feeds every block along it), relative to the mean over the groups."""
-    estimator = request.estimator
-    if estimator is None:
-        return dict.fromkeys(widths, 1.0)
-    sizes = {g.name: g.size for g in request.groups}
-    per_unit = {name: max(estimator.dense - estimator.estimate({name: sizes[name] - 1}), 1) for name in widths}
-    mean = sum(per_unit.values()) / max(len(per_unit), 1)
-    return {name: value / mean for name, value in per_unit.items()}
-
-
-def kept_values(scores: torch.Tensor, ranking: str, weight: float = 1.0) -> dict[int, float]:
-    """{width: summed score of the `width` best units}, comparable across groups (module docstring)."""
+def kept_values(scores: torch.Tensor, ranking: str) -> dict[int, float]:
+    """{width: summed score of the `width` best units}: raw under the global ranking, else divided by the
+    group's mean (comparable across groups)."""
     scores = scores.double().flatten()
     if ranking != "global":
-        scores = weight * scores / scores.abs().mean().clamp_min(1e-12)
+        scores = scores / scores.abs().mean().clamp_min(1e-12)
     ordered = scores.sort(descending=True).values.cumsum(0)
     return {w: float(ordered[w - 1]) for w in range(1, scores.numel() + 1)}

@@ -41,14 +41,14 @@ def _allowed(options: list[int], width: int) -> int:
 
 
 def descend(start: dict[str, int], widths: dict[str, list[int]], cost, limit: float,
-            divergence: Callable[[dict[str, int]], float], values: dict[str, dict[int, float]]) -> dict[str, int]:  # fmt: skip
+            divergence: Callable[[dict[str, int]], float], worth) -> dict[str, int]:  # fmt: skip
     """From `start`, one block of one group at a time until the predicted cost is within `limit` (or no
-    step saves any more): of the CANDIDATES steps losing least value per cost saved by `values`, the
+    step saves any more): of the CANDIDATES steps losing least value per cost saved by `worth`, the
     one whose whole plan measures the least added divergence per cost saved."""
     kept, here = dict(start), divergence(start)
     predicted = cost.predict(kept)
     while predicted > limit:
-        steps = narrowing_steps(cost, widths, values, kept, predicted)
+        steps = narrowing_steps(cost, widths, worth, kept, predicted)
         if not steps:
             break
         steps.sort(key=lambda s: s[0])

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pipeline.allocators.base import Allocation, Request, width_options
 from pipeline.allocators.costs import MacsCost, UnitsCost
 from pipeline.allocators.knapsack import fastest, plan
+from pipeline.allocators.worth import Additive
 from pipeline.core.errors import ConfigError
 
 TOLERANCE = 0.05
@@ -18,9 +19,9 @@ TIE_BONUS = 1e-6
 
 def allocate(request: Request) -> Allocation:
     widths = {g.name: width_options(g, request) for g in request.groups if g.name in request.scores}
-    values = sensitivity_values(request.sensitivity, widths)
+    worth = Additive(sensitivity_values(request.sensitivity, widths))
     cost, goal, unit = _budget(request)
-    kept = plan(cost, widths, values, cost.dense / goal, fastest(cost, widths))
+    kept = plan(cost, widths, worth, cost.dense / goal, fastest(cost, widths))
     reached = cost.dense / max(cost.predict(kept), 1.0)
     if request.macs_reduction is not None and reached < goal * (1.0 - TOLERANCE):
         raise ConfigError(

@@ -60,7 +60,7 @@ class LatencyBudget:
             info(f"prune: {note}")
         self.dense_dir = self.compile(self.network, "dense")
         dense_ms = self._settled_dense_ms()
-        self.model = LatencyModel(layers, self.table, dense_ms, {g.name: g.size for g in groups}, self._network_times())
+        self.model = LatencyModel(layers, self.table, dense_ms, {g.name: g.size for g in groups}, self.network_times())
         self.speedup = speedup if speedup is not None else dense_ms / latency_ms
         self.measured = 0
 
@@ -98,7 +98,7 @@ class LatencyBudget:
             last = now
         return last
 
-    def _network_times(self) -> tuple[dict[str, float], float] | None:
+    def network_times(self) -> tuple[dict[str, float], float] | None:
         """The dense model's per-layer times inside the network, from the runtime's own profiler."""
         s = self.setting
         times = self.target.layer_times(self.dense_dir, s.input_shape, s.threads, s.precision, NETWORK_PROFILE_CALLS)

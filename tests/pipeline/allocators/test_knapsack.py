@@ -2,6 +2,7 @@ import itertools
 import random
 
 from pipeline.allocators.knapsack import solve, trim
+from pipeline.allocators.worth import Additive
 
 
 def _brute_force(options, budget):
@@ -68,7 +69,7 @@ class _SummedWidths:
 def test_trimming_gives_up_the_least_value_per_millisecond_until_within_the_limit():
     # where the linearised knapsack never gets within the limit, its closest plan is narrowed step by step
     widths = {"a": [1, 2, 3], "b": [1, 2, 3]}
-    values = {"a": {1: 1.0, 2: 2.0, 3: 3.0}, "b": {1: 1.0, 2: 5.0, 3: 6.0}}
+    values = Additive({"a": {1: 1.0, 2: 2.0, 3: 3.0}, "b": {1: 1.0, 2: 5.0, 3: 6.0}})
     trimmed = trim(_SummedWidths(), widths, values, 4.0, {"a": 3, "b": 3})
     assert trimmed == {"a": 1, "b": 3}  # b's first step costs as much as a's, its second four times more
     assert trim(_SummedWidths(), widths, values, 1.0, {"a": 3, "b": 3}) == {"a": 1, "b": 1}  # out of reach: the narrowest

@@ -8,6 +8,7 @@ from pipeline.allocators import ALLOCATORS
 from pipeline.allocators import latency as allocator
 from pipeline.allocators.base import Request, width_options
 from pipeline.allocators.knapsack import fastest, plan
+from pipeline.allocators.worth import Additive
 from pipeline.pruning.surgery import UnitGroup
 
 SIZES = {"a": 64, "b": 64, "c": 32}
@@ -77,7 +78,7 @@ def test_the_knapsack_keeps_the_highest_scores_per_millisecond():
     # group c's units are all worthless but for one: it should be cut first, at equal cost per unit
     scores = {"a": torch.ones(64), "b": torch.ones(64), "c": torch.cat([torch.full((31,), 1e-3), torch.ones(1)])}
     widths = {g.name: width_options(g, _request(None)) for g in _request(None).groups}
-    values = {name: allocator.kept_values(scores[name], "global") for name in widths}
+    values = Additive({name: allocator.kept_values(scores[name], "global") for name in widths})
     model = Model()
     kept = plan(model, widths, values, model.dense_ms - 24 * 0.05, fastest(model, widths))
     assert kept["c"] == 8 and kept["a"] == 64 and kept["b"] == 64

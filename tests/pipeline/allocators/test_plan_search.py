@@ -5,6 +5,7 @@ import pytest
 
 from pipeline.allocators import plan_search
 from pipeline.allocators.knapsack import fastest, plan
+from pipeline.allocators.worth import Additive
 from pipeline.pruning.surgery import UnitGroup
 
 SIZES = {"a": 32, "b": 32, "c": 32}
@@ -29,7 +30,7 @@ LOSS = {  # each group's divergence cut alone, per width: b's first block is the
     "b": {32: 0.0, 24: 0.01, 16: 0.06, 8: 0.11},
     "c": {32: 0.0, 24: 0.02, 16: 0.04, 8: 0.06},
 }
-VALUES = {name: {w: -loss for w, loss in curve.items()} for name, curve in LOSS.items()}
+VALUES = Additive({name: {w: -loss for w, loss in curve.items()} for name, curve in LOSS.items()})
 
 
 class Divergence:
