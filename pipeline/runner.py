@@ -25,7 +25,11 @@ CONFIG_FILE = "config.json"
 def default_run_name(cfg: RunConfig) -> str:
     """<model>-<scorer>-<budget>, from a resolved config (pipeline.preflight.resolve)."""
     model = re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg.model.split(":")[-1])
-    if cfg.macs_reduction:
+    if cfg.speedup is not None:
+        budget = f"x{cfg.speedup:g}"
+    elif cfg.latency_ms is not None:
+        budget = f"{cfg.latency_ms:g}ms"
+    elif cfg.macs_reduction:
         budget = f"m{cfg.macs_reduction:g}"
     elif cfg.budget == "own":
         budget = "auto"  # CoSeP, C-SWAP: the criterion decides each layer's count

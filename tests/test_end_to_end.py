@@ -253,7 +253,7 @@ def test_cswap_scaled_to_a_macs_target_writes_its_evidence(tmp_path, image_folde
     assert any("cswap:" in note for note in report["notes"])
 
 
-def test_a_run_with_the_criterions_own_budget_is_named_auto(tmp_path):
+def test_a_run_is_named_by_its_budget(tmp_path):
     from pipeline.core.config import build_config
     from pipeline.preflight import resolve
     from pipeline.runner import default_run_name
@@ -265,6 +265,8 @@ def test_a_run_with_the_criterions_own_budget_is_named_auto(tmp_path):
     assert name(scorer="cswap", ratio=0.3) == "resnet20-cswap-r0.3"
     assert name(scorer="l1") == "resnet20-l1-r0.5"
     assert name(scorer="l1", macs_reduction=2) == "resnet20-l1-m2"
+    assert name(scorer="l1", speedup=2) == "resnet20-l1-x2"  # a latency budget names its goal
+    assert name(scorer="cosep", latency_ms=4.5) == "resnet20-cosep-4.5ms"
     # an explicit ranking spreads the default ratio by the criterion's scores instead of its own counts
     assert name(scorer="cosep", ranking="uniform") == "resnet20-cosep-r0.5"
 
