@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from pipeline.pruning.macs import touching
+
 
 class Additive:
     def __init__(self, values: dict[str, dict[int, float]]):
@@ -29,29 +31,19 @@ class Additive:
 class CarriedMacs:
     def __init__(self, estimator, scores: dict[str, torch.Tensor]):
         """`estimator`: pipeline.pruning.macs.MacsEstimator (each layer's MACs and the groups setting its widths)."""
-        self.macs, self.layers, self.sizes = estimator.macs, estimator.layers, estimator.sizes
+        self.estimator = estimator
         self.shares = {name: _kept_shares(s) for name, s in scores.items()}
-        self.touching: dict[str, list[str]] = {}
-        for layer, groups in self.layers.items():
-            for group in {groups.out_group, *(g for g, _ in groups.in_groups)} - {None}:
-                self.touching.setdefault(group, []).append(layer)
+        self.touching = touching(estimator.layers)
 
     def total(self, kept: dict[str, int]) -> float:
-        return sum(self._carried(layer, kept) for layer in self.macs)
+        return self.estimator.carried(self._shares(kept))
 
     def group_values(self, name: str, widths: list[int], around: dict[str, int]) -> list[float]:
-        layers = self.touching.get(name, [])
-        return [sum(self._carried(layer, {**around, name: w}) for layer in layers) for w in widths]
+        shares, layers = self._shares(around), self.touching.get(name, [])
+        return [self.estimator.carried({**shares, name: self.shares[name][w]}, layers) for w in widths]
 
-    def _share(self, group: str, kept: dict[str, int]) -> float:
-        shares = self.shares.get(group)
-        return 1.0 if shares is None or group not in kept else shares[kept[group]]
-
-    def _carried(self, layer: str, kept: dict[str, int]) -> float:
-        groups = self.layers[layer]
-        outputs = self._share(groups.out_group, kept) if groups.out_group else 1.0
-        lost = sum(self.sizes[g] * per_unit * (1.0 - self._share(g, kept)) for g, per_unit in groups.in_groups)
-        return self.macs[layer] * outputs * max(0.0, 1.0 - lost / max(groups.in_total, 1))
+    def _shares(self, kept: dict[str, int]) -> dict[str, float]:
+        return {group: self.shares[group][width] for group, width in kept.items() if group in self.shares}
 
 
 def _kept_shares(scores: torch.Tensor) -> list[float]:

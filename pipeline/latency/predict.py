@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pipeline.latency.layers import Layer
 from pipeline.latency.table import LatencyTable
-from pipeline.pruning.macs import kept_inputs
+from pipeline.pruning.macs import kept_inputs, touching
 
 
 class LatencyModel:
@@ -19,6 +19,7 @@ class LatencyModel:
         """`network`: ({module: ms}, ms of everything else) of the dense model from the runtime's profiler."""
         self.layers, self.table, self.dense_ms, self.sizes = layers, table, dense_ms, sizes
         self.table_dense = {name: self._table_ms(name, {}) for name in layers}
+        self.touching = touching({name: layer.groups for name, layer in layers.items()})
         if network is not None:
             modules, other = network
             self.weight = {name: modules.get(name, self.table_dense[name]) for name in layers}
@@ -48,8 +49,6 @@ class LatencyModel:
     def group_costs(self, group: str, widths: list[int], around: dict[str, int]) -> list[float]:
         """The change in predicted milliseconds when `group` alone moves from its width in `around` to each
         of `widths`, the other groups held where `around` has them (the knapsack's separable costs)."""
-        touched = [
-            n for n, l in self.layers.items() if l.groups.out_group == group or any(g == group for g, _ in l.groups.in_groups)
-        ]
+        touched = self.touching.get(group, [])
         here = sum(self.layer_ms(n, around) for n in touched)
         return [sum(self.layer_ms(n, {**around, group: w}) for n in touched) - here for w in widths]

@@ -112,12 +112,29 @@ class MacsEstimator:
         self.layers = layer_groups(model, self.macs, groups)
 
     def estimate(self, kept: dict[str, int]) -> int:
+        return int(round(self.carried({g: k / self.sizes[g] for g, k in kept.items() if g in self.sizes})))
+
+    def carried(self, fractions: dict[str, float], layers=None) -> float:
+        """The MACs of `layers` (all by default) when each group keeps `fractions` of its units (1 where not
+        named): each layer's MACs times its outputs' fraction times its inputs'. Kept counts over sizes give
+        the MACs left; score shares, the MACs the kept units carry (pipeline.allocators.worth)."""
         total = 0.0
-        for name, value in self.macs.items():
+        for name in self.macs if layers is None else layers:
             layer, factor = self.layers[name], 1.0
             if layer.out_group is not None:
-                factor *= kept.get(layer.out_group, self.sizes[layer.out_group]) / self.sizes[layer.out_group]
+                factor *= fractions.get(layer.out_group, 1.0)
             if layer.in_groups:
-                factor *= kept_inputs(layer, self.sizes, kept) / layer.in_total
-            total += value * factor
-        return int(round(total))
+                lost = sum(self.sizes[g] * per_unit * (1.0 - fractions.get(g, 1.0)) for g, per_unit in layer.in_groups)
+                factor *= max(0.0, layer.in_total - lost) / layer.in_total
+            total += self.macs[name] * factor
+        return total
+
+
+def touching(layers: dict[str, LayerGroups]) -> dict[str, list[str]]:
+    """{group: the layers whose widths it sets}, in the layers' order."""
+    found: dict[str, list[str]] = {}
+    for name, groups in layers.items():
+        for group in dict.fromkeys([groups.out_group, *(g for g, _ in groups.in_groups)]):
+            if group is not None:
+                found.setdefault(group, []).append(name)
+    return found
