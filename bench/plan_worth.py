@@ -19,9 +19,11 @@ import copy
 import json
 import math
 import random
+import sys
 from pathlib import Path
 
 from common import ROOT, machine, write_results
+from latency import CASES
 
 RESULTS = ROOT / "bench" / "results" / "plan_worth.json"
 ROWS = "resnet50:openvino:8,resnet50:cpu:8,resnet50:openvino:1,mobilenet_v2:openvino:1,mobilenet_v2:cpu:8"
@@ -125,7 +127,10 @@ def main() -> None:
     rows = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
     done = {(r["case"], r["target"], r["batch"]) for r in rows}
     for spec in args.rows.split(","):
-        case, target, batch = spec.split(":")
+        parts = spec.split(":")
+        if len(parts) != 3 or parts[0] not in CASES or not parts[2].isdigit():
+            sys.exit(f"--rows: {spec!r} is not case:target:batch with a case of {', '.join(CASES)}")
+        case, target, batch = parts
         if (case, target, int(batch)) in done:
             continue
         workdir = ROOT / "bench" / "runs" / "plan_worth" / f"{case}-{target}-b{batch}"
