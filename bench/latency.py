@@ -8,7 +8,8 @@ does); the MACs-driven plan (one uniform ratio, searched by
 measuring towards the latency plan's speedup); the peer (Torch-Pruning's MagnitudePruner, L1, round_to
 the same block, exported with a plain torch.onnx.export), its ratio searched towards the latency plan's
 MACs and towards its measured speedup. Uniform widths move by a whole block at once, so no ratio lands
-exactly on the latency plan: each search keeps its two plans on either side, all plans of a row are timed
+exactly on the latency plan: each search keeps its two plans on either side (the MACs search also the
+next distinct uniform plan beyond each, in case timing noise misled it), all plans of a row are timed
 again interleaved with the dense model in one run, and the MACs plan and the peer are read at the
 latency plan's speedup (and MACs) on the line through their two plans around it. One-shot accuracy
 (BatchNorm re-estimated) where the case has data. Each finished row is saved at once: a run stopped
@@ -39,6 +40,7 @@ CASES = {  # batches: None takes --batches
     "resnet50": {"model": "torchvision:resnet50", "image": (3, 224, 224), "batches": None, "targets": None, "peer": True},
 }  # fmt: skip
 SEARCH_PROBES = 6
+RATIO_STEPS = 360  # uniform ratios in [0, 0.9) listed for the next distinct plan either side
 
 
 def setup(name: str, target: str, batch: int, seconds: float):
@@ -61,14 +63,15 @@ def setup(name: str, target: str, batch: int, seconds: float):
 
 
 def measured_sensitivity(cfg, model, groups, scores, request) -> tuple[dict, object]:
-    """As --allocate sensitivity measures it: the per-group curves, and whole plans on the same images."""
+    """As --allocate sensitivity measures it: the per-group curves, and the loss of whole plans."""
     from pipeline.allocators.base import width_options
     from pipeline.stages.common import calibration_batches
     from pipeline.statistics import sensitivity
 
     widths = {g.name: width_options(g, request) for g in groups if g.name in scores}
-    images = [inputs for inputs, _ in calibration_batches(cfg)][: max(1, sensitivity.IMAGES // cfg.batch_size)]
-    return sensitivity.curves(model, groups, scores, widths, images), sensitivity.PlanDivergence(model, groups, scores, images)
+    images, _ = sensitivity.first_images(calibration_batches(cfg), labelled=False)
+    whole = sensitivity.first_images(calibration_batches(cfg), cfg.data is not None, sensitivity.PLAN_IMAGES)
+    return sensitivity.curves(model, groups, scores, widths, images), sensitivity.PlanLoss(model, groups, scores, *whole)
 
 
 def one_shot_accuracy(cfg, model, groups, scores, kept) -> float | None:
@@ -100,7 +103,21 @@ def macs_plan_ratios(budget, groups, round_to: int, goal: float) -> list[float]:
         dense_ms, pruned_ms = budget.measure(kept_counts(groups, ratio, round_to, 0.9))
         return dense_ms / pruned_ms
 
-    return around(bisect(measured, goal, 0.9), goal)
+    return with_neighbours(groups, round_to, around(bisect(measured, goal, 0.9), goal))
+
+
+def with_neighbours(groups, round_to: int, ratios: list[float]) -> list[float]:
+    """`ratios`, one per distinct plan, and the ratio of the next distinct uniform plan on either side: where
+    timing noise misled the search (both plans it kept on one side of the goal, or one plan twice), the
+    line read at the latency plan's speedup still runs through plans either side of it."""
+    from pipeline.allocators.base import kept_counts
+
+    ladder = {}  # distinct uniform plans, widest first: their first ratio
+    for step in range(RATIO_STEPS):
+        ladder.setdefault(tuple(kept_counts(groups, step / RATIO_STEPS * 0.9, round_to, 0.9).items()), step / RATIO_STEPS * 0.9)
+    plans = list(ladder)
+    found = sorted({plans.index(tuple(kept_counts(groups, ratio, round_to, 0.9).items())) for ratio in ratios})
+    return [ladder[plans[i]] for i in range(max(found[0] - 1, 0), min(found[-1] + 2, len(plans)))]
 
 
 def bisect(reached_at, goal: float, top: float, probes: int = SEARCH_PROBES) -> list[tuple[float, float]]:
@@ -119,16 +136,6 @@ def around(probes: list[tuple[float, float]], goal: float) -> list[float]:
     above = [p for p in probes if p[1] >= goal]
     nearest = [max(below, key=lambda p: p[1])] if below else []
     return [p[0] for p in nearest + ([min(above, key=lambda p: p[1])] if above else [])]
-
-
-def line_at(points: list[tuple[float, float]], x: float) -> float:
-    """y at `x` on the line through the two (x, y) points nearest around it (extended past the ends)."""
-    points = sorted(set(points))
-    if len(points) == 1:
-        return points[0][1]
-    index = min(max(sum(p[0] < x for p in points), 1), len(points) - 1)
-    (x0, y0), (x1, y1) = points[index - 1], points[index]
-    return (y0 + y1) / 2 if x1 == x0 else y0 + (x - x0) * (y1 - y0) / (x1 - x0)
 
 
 class Peer:
@@ -222,7 +229,7 @@ def run_row(name: str, target: str, batch: int, goal: float, seconds: float, wor
     request = Request(groups, scores, macs.MacsEstimator(model, example, groups), round_to, False, 0.9, "uniform",
                       latency=budget)  # fmt: skip
     if cfg.data is not None:  # with data, widths valued by measured sensitivity (--allocate sensitivity)
-        request.sensitivity, request.divergence = measured_sensitivity(cfg, model, groups, scores, request)
+        request.sensitivity, request.plan_loss = measured_sensitivity(cfg, model, groups, scores, request)
     allocation = latency_allocator.allocate(request)
     reached = next(r for r in allocation.details["rounds"] if r["chosen"])["measured_speedup"]
     dense_macs = macs_of(model, example)
@@ -256,6 +263,8 @@ def run_row(name: str, target: str, batch: int, goal: float, seconds: float, wor
 def compared(parts: dict[str, dict]) -> dict:
     """The MACs plan and the peer where the latency plan is: at its measured speedup (MACs reduction and
     accuracy on the line through their plans around it) and, for the peer, at its MACs reduction (speedup)."""
+    from pipeline.allocators.latency import line_at
+
     ours = parts["latency"]
     uniform = [p for plan, p in parts.items() if plan.startswith("macs@")]
     if any(p["widths"] == ours["widths"] for p in uniform):  # the same plan (a goal out of reach: every group at its floor)

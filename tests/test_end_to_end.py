@@ -556,6 +556,8 @@ def test_a_speedup_with_measured_sensitivity_searches_plans_measured_whole(tmp_p
     rounds = metrics["latency"]["rounds"]
     assert metrics["latency"]["plans_measured_whole"] >= len(rounds) + 1  # each round's start and steps, and the knapsack's plan
     assert "plans measured whole" in result.output and metrics["sensitivity"]
+    assert "cross-entropy on the labelled calibration images" in result.output  # the run's own data has labels
+    assert any(r.get("plan") == "uniform" for r in rounds) and all(r["loss"] > 0 for r in rounds)
     chosen = next(r for r in rounds if r["chosen"])
     assert chosen["predicted_speedup"] > 1.0 and metrics["macs_ratio"] > 1.0
     searched = metrics["latency"]["plans_measured_whole"]

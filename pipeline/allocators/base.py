@@ -29,7 +29,7 @@ class Request:
     own: dict[str, int] | None = None  # the criterion's own per-group counts, where they apply
     latency: object | None = None  # pipeline.latency.candidates.LatencyBudget, for the latency allocator
     sensitivity: dict | None = None  # {group: {width: measured divergence}} (pipeline.statistics.sensitivity)
-    divergence: object | None = None  # kept -> a whole plan's measured divergence (sensitivity.PlanDivergence)
+    plan_loss: object | None = None  # kept -> a whole plan's measured loss (sensitivity.PlanLoss)
 
 
 @dataclass

@@ -116,13 +116,14 @@ def choose(ctx: StageContext, model, groups: list[UnitGroup], scores: dict, esti
         latency=_latency_budget(ctx, model, groups, scores, round_to) if cfg.budget == "latency" else None,
     )  # fmt: skip
     if cfg.allocate == "sensitivity":
-        request.round_to, request.own = _sensitivity_block(request), _sensitivity_bounds(request)
-        batches = _sensitivity_batches(ctx)
-        request.sensitivity = _sensitivity(ctx, model, groups, scores, request, batches)
-        if cfg.budget == "latency":  # plans measured whole on the same images (pipeline.allocators.plan_search)
-            from pipeline.statistics.sensitivity import PlanDivergence
+        from pipeline.statistics.sensitivity import PLAN_IMAGES, PlanLoss, first_images
 
-            request.divergence = PlanDivergence(model, groups, scores, batches)
+        request.round_to, request.own = _sensitivity_block(request), _sensitivity_bounds(request)
+        batches, _ = first_images(calibration_batches(cfg, ctx.device), labelled=False)
+        request.sensitivity = _sensitivity(ctx, model, groups, scores, request, batches)
+        if cfg.budget == "latency":  # plans measured whole (pipeline.allocators.plan_search), on more images
+            images = first_images(calibration_batches(cfg, ctx.device), cfg.data is not None, PLAN_IMAGES)
+            request.plan_loss = PlanLoss(model, groups, scores, *images)
     allocation = ALLOCATORS.load(cfg.budget)(request)
     if own and cfg.budget not in BOUNDED_BY_OWN:
         ranking = "own, scaled" if cfg.budget == "own-scaled" else "own"  # the criterion's per-layer counts
@@ -183,19 +184,6 @@ def _sensitivity_bounds(request: Request) -> dict | None:
             "prune: the criterion's own counts alone cut more than the budget asks; the sensitivity curves choose the widths alone"
         )
     return bounds
-
-
-def _sensitivity_batches(ctx: StageContext) -> list[torch.Tensor]:
-    """The calibration images the sensitivity is measured on (the first sensitivity.IMAGES)."""
-    from pipeline.statistics import sensitivity
-
-    batches, count = [], 0
-    for inputs, _ in calibration_batches(ctx.cfg, ctx.device):
-        batches.append(inputs[: sensitivity.IMAGES - count])
-        count += batches[-1].shape[0]
-        if count >= sensitivity.IMAGES:
-            break
-    return batches
 
 
 def _sensitivity(ctx: StageContext, model, groups, scores, request: Request, batches: list[torch.Tensor]) -> dict:

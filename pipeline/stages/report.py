@@ -255,7 +255,8 @@ def _latency_budget_lines(budget: dict | None) -> list[str]:
     searched = budget.get("plans_measured_whole")
     how = (
         f" Each round's widths searched from the uniform plan by measured sensitivity ({searched} plans measured whole on the "
-        "calibration images)."
+        "calibration images); the uniform plans either side of the goal measured too, and of the rounds within 5% the one "
+        "whose loss lies furthest below the uniform plans' line at its measured speedup chosen."
         if searched
         else ""
     )
@@ -267,10 +268,16 @@ def _latency_budget_lines(budget: dict | None) -> list[str]:
     ]  # fmt: skip
     for r in budget["rounds"]:
         lines.append(
-            f"| {r['round']} | {r['predicted_ms']:.3f} | {r['predicted_speedup']:.2f}x | {r['measured_dense_ms']:.3f} | "
-            f"{r['measured_ms']:.3f} | {r['measured_speedup']:.2f}x | {'chosen' if r['chosen'] else ''} |"
+            f"| {r['round']}{' (uniform)' if r.get('plan') == 'uniform' else ''} | {r['predicted_ms']:.3f} | {r['predicted_speedup']:.2f}x | {r['measured_dense_ms']:.3f} | "
+            f"{r['measured_ms']:.3f} | {r['measured_speedup']:.2f}x | {_round_remark(r)} |"
         )
     return lines
+
+
+def _round_remark(measured_round: dict) -> str:
+    loss = measured_round.get("loss")
+    remarks = [f"loss {loss:.4f}" if loss is not None else "", "chosen" if measured_round["chosen"] else ""]
+    return ", ".join(r for r in remarks if r)
 
 
 def _why_not_faster_lines(target: str, layers: dict | None) -> list[str]:

@@ -8,8 +8,12 @@ from pipeline.allocators import ALLOCATORS
 from pipeline.allocators import latency as allocator
 from pipeline.allocators.base import Request, width_options
 from pipeline.allocators.knapsack import fastest, plan
-from pipeline.allocators.worth import Additive
+from pipeline.allocators.worth import Additive, CarriedMacs
+from pipeline.models.build import build_model
+from pipeline.pruning import macs
+from pipeline.pruning.analysis import analyse
 from pipeline.pruning.surgery import UnitGroup
+from tests.tiny_models import TINY_SPECS
 
 SIZES = {"a": 64, "b": 64, "c": 32}
 MS_PER_UNIT = {"a": 0.10, "b": 0.02, "c": 0.05}  # group a is the expensive one per unit
@@ -106,7 +110,9 @@ def test_an_ask_that_lands_on_a_measured_plan_moves_towards_the_goals_other_side
 
 class Spread:
     """A whole plan's constructed divergence: how far its groups' kept fractions are apart (a plan that
-    cuts every group alike costs nothing). Each plan counted once, as PlanDivergence measures."""
+    cuts every group alike costs nothing). Each plan counted once, as PlanLoss measures."""
+
+    what = "the kept fractions' spread"
 
     def __init__(self):
         self.known = {}
@@ -123,11 +129,61 @@ class Spread:
 def test_with_plans_measured_whole_each_round_takes_the_least_divergent_plan():
     by_scores = ALLOCATORS.load("latency")(_request(Budget(speedup=1.5)))
     request = _request(Budget(speedup=1.5))
-    request.divergence = Spread()
+    request.plan_loss = Spread()
     searched = ALLOCATORS.load("latency")(request)
-    assert request.divergence(searched.kept) < request.divergence(by_scores.kept)
-    assert request.divergence(searched.kept) <= 8 / 32  # one block of the narrowest group apart at most
+    assert request.plan_loss(searched.kept) < request.plan_loss(by_scores.kept)
+    assert request.plan_loss(searched.kept) <= 8 / 32  # one block of the narrowest group apart at most
     chosen = next(r for r in searched.details["rounds"] if r["chosen"])
     assert chosen["measured_speedup"] == pytest.approx(1.5, rel=allocator.TOLERANCE)
-    assert searched.details["plans_measured_whole"] == request.divergence.measured > len(searched.details["rounds"])
+    assert searched.details["plans_measured_whole"] == request.plan_loss.measured > len(searched.details["rounds"])
     assert any("plans measured whole" in note for note in searched.notes)
+
+
+def test_with_plans_measured_whole_the_uniform_plans_either_side_of_the_goal_are_measured_too():
+    request = _request(Budget(speedup=1.8))
+    request.plan_loss = Spread()
+    allocation = ALLOCATORS.load("latency")(request)
+    rounds = allocation.details["rounds"]
+    uniform = [r for r in rounds if r.get("plan") == "uniform"]
+    assert any(r["measured_speedup"] < 1.8 for r in uniform) and any(r["measured_speedup"] >= 1.8 for r in uniform)
+    near = [r for r in rounds if r["measured_speedup"] == pytest.approx(1.8, rel=allocator.TOLERANCE)]
+    chosen = next(r for r in rounds if r["chosen"])
+    # searched rounds met the goal too, but a uniform plan (every group cut alike here) diverges least
+    assert len(near) > 1 and chosen in uniform and chosen["loss"] < min(r["loss"] for r in near if r is not chosen)
+    assert request.plan_loss(allocation.kept) == chosen["loss"]
+    assert any("(uniform plan)" in note for note in allocation.notes)
+
+
+def test_without_uniform_plans_measured_the_least_divergent_round_within_tolerance_is_kept():
+    rounds = [{"kept": {"a": n}, "measured_speedup": s} for n, s in ((1, 1.24), (2, 1.20), (3, 1.10), (4, 1.32))]
+    divergence = {1: 0.3, 2: 0.1, 3: 0.0, 4: 0.05}
+    assert allocator.chosen(rounds, 1.25, lambda kept: divergence[kept["a"]])[0] is rounds[1]  # 1.10x, 1.32x miss by >5%
+    assert allocator.chosen(rounds, 1.25, None)[0] is rounds[0]  # without plans measured whole: the closest
+    assert allocator.chosen(rounds[2:3], 1.25, lambda kept: 0.0)[0] is rounds[2]  # none within: the closest there is
+
+
+def _rounds(*measured):
+    """(name, measured speedup, plan kind) -> rounds whose kept widths name them."""
+    return [{"kept": {"name": name}, "measured_speedup": speedup, "plan": kind} for name, speedup, kind in measured]
+
+
+def test_the_round_kept_beats_the_uniform_plans_line_by_most_at_its_own_speed():
+    rounds = _rounds(("u1", 1.21, "uniform"), ("u2", 1.30, "uniform"), ("fast", 1.25, None), ("slow", 1.22, None))
+    # the uniform line rises 4 per 1x of speedup: "fast" sits 0.06 below it, "slow" only 0.02, though less divergent
+    divergence = {"u1": 0.60, "u2": 0.96, "fast": 0.70, "slow": 0.62}
+    best, why = allocator.chosen(rounds, 1.25, lambda kept: divergence[kept["name"]])
+    assert best is rounds[2] and "below the uniform plans' line" in why and "+0.0600" in why
+    divergence["fast"], divergence["slow"] = 0.80, 0.70  # both above the line: the uniform plan nearest the goal
+    assert allocator.chosen(rounds, 1.25, lambda kept: divergence[kept["name"]])[0] is rounds[0]
+
+
+def test_the_criterions_scores_are_worth_the_macs_they_carry_unless_ranked_globally():
+    torch.manual_seed(0)
+    model, example = build_model(TINY_SPECS["resnet"]).eval(), torch.randn(1, 3, 32, 32)
+    groups = analyse(model, example).groups
+    request = Request(groups, {g.name: torch.rand(g.size) for g in groups}, macs.MacsEstimator(model, example, groups), 2,
+                      False, 0.9, "uniform")  # fmt: skip
+    widths = {g.name: width_options(g, request) for g in groups}
+    assert isinstance(allocator.score_worth(request, widths), CarriedMacs)
+    request.ranking = "global"  # raw scores compared across groups: their sums
+    assert isinstance(allocator.score_worth(request, widths), Additive)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from pipeline.pruning import surgery
@@ -41,18 +42,42 @@ def test_with_the_refit_a_unit_the_others_rebuild_costs_nothing():
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
-def test_a_plan_measured_whole_grows_with_its_cuts_and_leaves_the_model_alone():
+def _plans_setup():
+    """A tiny ResNet with BatchNorm re-estimated on two batches, as the plans will have it (full widths move
+    nothing), its groups, random scores, and its dense, half and quarter plans."""
     torch.manual_seed(0)
     model = tiny_resnet().eval()
     batches = [torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32)]
     groups = analyse(model, batches[0]).groups
-    scores = {g.name: torch.rand(g.size) for g in groups}
-    surgery.recalibrate_batchnorm(model, [(b, None) for b in batches])  # as the plans will have it: full widths move nothing
+    surgery.recalibrate_batchnorm(model, [(b, None) for b in batches])
+    plans = [{g.name: max(1, g.size // part) for g in groups} for part in (1, 2, 4)]
+    return model, batches, groups, {g.name: torch.rand(g.size) for g in groups}, plans
+
+
+def test_a_plan_measured_whole_grows_with_its_cuts_and_leaves_the_model_alone():
+    model, batches, groups, scores, (full, half, quarter) = _plans_setup()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    divergence = sensitivity.PlanDivergence(model, groups, scores, batches)
-    full = {g.name: g.size for g in groups}
-    half = {g.name: max(1, g.size // 2) for g in groups}
-    quarter = {g.name: max(1, g.size // 4) for g in groups}
+    divergence = sensitivity.PlanLoss(model, groups, scores, batches)
     assert divergence(full) < 1e-6 < divergence(half) < divergence(quarter)
     assert divergence(half) == divergence(dict(reversed(half.items()))) and divergence.measured == 3  # each plan once
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_with_labels_a_plan_is_measured_by_its_cross_entropy():
+    model, batches, groups, scores, (full, _, quarter) = _plans_setup()
+    with torch.no_grad():
+        labels = [model(b).argmax(1) for b in batches]  # what the dense model answers: it is right on all
+        dense = sum(float(torch.nn.functional.cross_entropy(model(b), y, reduction="sum")) for b, y in zip(batches, labels)) / 16
+    loss = sensitivity.PlanLoss(model, groups, scores, batches, labels)
+    assert loss(full) == pytest.approx(dense, rel=1e-5) and loss(full) < loss(quarter)
+    assert "cross-entropy" in loss.what and "divergence" in sensitivity.PlanLoss(model, groups, scores, batches).what
+
+
+def test_the_first_images_are_cut_at_the_count_with_their_labels():
+    batches = [(torch.randn(100, 3, 4, 4), torch.arange(100)) for _ in range(4)]
+    images, labels = sensitivity.first_images(iter(batches), labelled=True)
+    assert [b.shape[0] for b in images] == [100, 100, sensitivity.IMAGES - 200] == [y.shape[0] for y in labels]
+    assert torch.equal(labels[2], torch.arange(sensitivity.IMAGES - 200))
+    assert sensitivity.first_images(iter(batches), labelled=False)[1] is None
+    assert [b.shape[0] for b in sensitivity.first_images(iter(batches), False, sensitivity.PLAN_IMAGES)[0]] == [100] * 4
+    assert [b.shape[0] for b in sensitivity.first_images(iter(batches), False, 150)[0]] == [100, 50]
