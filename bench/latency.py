@@ -69,9 +69,9 @@ def measured_sensitivity(cfg, model, groups, scores, request) -> tuple[dict, obj
     from pipeline.statistics import sensitivity
 
     widths = {g.name: width_options(g, request) for g in groups if g.name in scores}
-    images, _ = sensitivity.first_images(calibration_batches(cfg), labelled=False)
-    whole = sensitivity.first_images(calibration_batches(cfg), cfg.data is not None, sensitivity.PLAN_IMAGES)
-    return sensitivity.curves(model, groups, scores, widths, images), sensitivity.PlanLoss(model, groups, scores, *whole)
+    images, labels = sensitivity.first_images(calibration_batches(cfg), labelled=True, images=sensitivity.PLAN_IMAGES)
+    curves = sensitivity.curves(model, groups, scores, widths, sensitivity.first_images(zip(images, labels), labelled=False)[0])
+    return curves, sensitivity.PlanLoss(model, groups, scores, images, labels if cfg.data is not None else None)
 
 
 def one_shot_accuracy(cfg, model, groups, scores, kept) -> float | None:

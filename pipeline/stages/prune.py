@@ -116,14 +116,15 @@ def choose(ctx: StageContext, model, groups: list[UnitGroup], scores: dict, esti
         latency=_latency_budget(ctx, model, groups, scores, round_to) if cfg.budget == "latency" else None,
     )  # fmt: skip
     if cfg.allocate == "sensitivity":
-        from pipeline.statistics.sensitivity import PLAN_IMAGES, PlanLoss, first_images
+        from pipeline.statistics.sensitivity import IMAGES, PLAN_IMAGES, PlanLoss, first_images
 
         request.round_to, request.own = _sensitivity_block(request), _sensitivity_bounds(request)
-        batches, _ = first_images(calibration_batches(cfg, ctx.device), labelled=False)
+        count = PLAN_IMAGES if cfg.budget == "latency" else IMAGES  # plans measured whole on more images
+        images, labels = first_images(calibration_batches(cfg, ctx.device), labelled=True, images=count)
+        batches, _ = first_images(zip(images, labels), labelled=False)  # the curves': the first IMAGES of them
         request.sensitivity = _sensitivity(ctx, model, groups, scores, request, batches)
-        if cfg.budget == "latency":  # plans measured whole (pipeline.allocators.plan_search), on more images
-            images = first_images(calibration_batches(cfg, ctx.device), cfg.data is not None, PLAN_IMAGES)
-            request.plan_loss = PlanLoss(model, groups, scores, *images)
+        if cfg.budget == "latency":  # (pipeline.allocators.plan_search); labels only where the images are the run's data
+            request.plan_loss = PlanLoss(model, groups, scores, images, labels if cfg.data is not None else None)
     allocation = ALLOCATORS.load(cfg.budget)(request)
     if own and cfg.budget not in BOUNDED_BY_OWN:
         ranking = "own, scaled" if cfg.budget == "own-scaled" else "own"  # the criterion's per-layer counts

@@ -187,3 +187,13 @@ def test_the_criterions_scores_are_worth_the_macs_they_carry_unless_ranked_globa
     assert isinstance(allocator.score_worth(request, widths), CarriedMacs)
     request.ranking = "global"  # raw scores compared across groups: their sums
     assert isinstance(allocator.score_worth(request, widths), Additive)
+
+
+def test_a_uniform_plan_a_round_measured_already_is_marked_not_measured_again():
+    budget = Budget(speedup=1.4)
+    request = _request(budget)
+    request.plan_loss = Spread()
+    rounds = ALLOCATORS.load("latency")(request).details["rounds"]
+    assert len(budget.calls) == len(rounds) == len({tuple(sorted(c.items())) for c in budget.calls})  # each plan timed once
+    assert [r["round"] for r in rounds if r.get("plan") == "uniform"] == [2, 3]  # round 2, from the loop, was one already
+    assert rounds[1]["loss"] == 0.0 and rounds[1]["chosen"]  # every group cut alike, within 5%: kept
